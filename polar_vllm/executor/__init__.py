@@ -1,0 +1,36 @@
+"""Program-of-Layers executor core: merge per-request layer programs and run them in one batch.
+
+Plain torch; no vLLM import. See :mod:`.schedule`, :mod:`.plan` and :mod:`.run`.
+"""
+
+from .plan import BatchPlan, StepPlan, clear_plan_cache, plan_batch
+from .run import LayerFn, run_plan
+from .schedule import (
+    MergedSchedule,
+    Program,
+    ScheduleStep,
+    Step,
+    clear_merge_cache,
+    merge_programs,
+    program_steps,
+    schedule_cost,
+    schedule_lower_bound,
+)
+
+__all__ = [
+    "BatchPlan",
+    "LayerFn",
+    "MergedSchedule",
+    "Program",
+    "ScheduleStep",
+    "Step",
+    "StepPlan",
+    "clear_merge_cache",
+    "clear_plan_cache",
+    "merge_programs",
+    "plan_batch",
+    "program_steps",
+    "run_plan",
+    "schedule_cost",
+    "schedule_lower_bound",
+]

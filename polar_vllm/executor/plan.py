@@ -1,0 +1,294 @@
+"""Per-forward batch plans: which tokens run each step of the merged schedule.
+
+:func:`plan_batch` takes the programs and query lengths of the requests of one forward step (the
+tokens of request ``r`` occupy a contiguous range of the flattened batch, in request order),
+merges the distinct programs (:func:`~polar_vllm.executor.schedule.merge_programs`, cached) and
+resolves every schedule step to the requests and token rows that run it. A step run by every
+request is *dense* (``token_index is None``): it runs on the whole batch with no gather, so a
+homogeneous batch costs exactly what a stock forward costs.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .schedule import MergedSchedule, Program, clear_merge_cache, merge_programs
+
+__all__ = ["BatchPlan", "StepPlan", "clear_plan_cache", "plan_batch"]
+
+
+@dataclass
+class StepPlan:
+    """One schedule step resolved to the requests and token rows of a batch.
+
+    Attributes:
+        layer: decoder layer to run.
+        pass_index: how many times the running requests ran ``layer`` before in this forward.
+        request_indices: requests (batch positions) that run this step, increasing.
+        token_index: int64 rows of the flattened batch that run this step (on the plan's device),
+            the token ranges of ``request_indices`` concatenated in order; ``None`` when the step
+            is dense (every row of the batch runs it, padding rows included).
+        request_index_tensor: ``request_indices`` as an int32 CPU tensor, for subsetting
+            per-request attention metadata.
+        query_lens: token counts of ``request_indices``, in the same order.
+        num_tokens: rows this step runs (``plan.num_tokens`` when dense).
+        groups: program groups (indices into ``BatchPlan.schedule.programs``) that run it.
+    """
+
+    layer: int
+    pass_index: int
+    request_indices: tuple[int, ...]
+    token_index: torch.Tensor | None
+    request_index_tensor: torch.Tensor
+    query_lens: tuple[int, ...]
+    num_tokens: int
+    groups: tuple[int, ...] = ()
+
+    @property
+    def is_dense(self) -> bool:
+        """Whether every row of the batch runs this step (no gather/scatter)."""
+        return self.token_index is None
+
+
+@dataclass
+class BatchPlan:
+    """The steps of one forward over a batch of requests with (possibly) different programs.
+
+    Attributes:
+        steps: the schedule, resolved to the batch.
+        num_tokens: rows of the flattened batch (``sum(query_lens)`` plus any padding).
+        num_requests: requests in the batch.
+        query_lens: per-request token counts.
+        request_groups: per request, its program group, or -1 for a request with no tokens (it
+            is in no step).
+        schedule: the merged schedule of the distinct programs.
+    """
+
+    steps: list[StepPlan]
+    num_tokens: int
+    num_requests: int = 0
+    query_lens: tuple[int, ...] = ()
+    request_groups: tuple[int, ...] = ()
+    schedule: MergedSchedule = field(default_factory=lambda: MergedSchedule((), ()))
+
+    @property
+    def num_dense_steps(self) -> int:
+        """Steps that run on the whole batch."""
+        return sum(1 for s in self.steps if s.is_dense)
+
+    @property
+    def is_dense(self) -> bool:
+        """Whether every step runs on the whole batch (e.g. a homogeneous batch)."""
+        return all(s.is_dense for s in self.steps)
+
+    @property
+    def layer_token_evals(self) -> int:
+        """Layer-token evaluations of the forward (dense steps count padding rows)."""
+        return sum(s.num_tokens for s in self.steps)
+
+    @property
+    def gathered_tokens(self) -> int:
+        """Rows gathered and scattered back over all non-dense steps."""
+        return sum(s.num_tokens for s in self.steps if not s.is_dense)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Batch-independent facts about a merged schedule (cached with it)."""
+
+    schedule: MergedSchedule
+    partial_sets: tuple[tuple[int, ...], ...]  # distinct group sets of the non-dense steps
+    membership: np.ndarray  # [set, group + 1] bool; the last column (group -1) is False
+    step_sets: tuple[int, ...]  # per step: index into partial_sets, or -1 when dense
+
+
+@functools.lru_cache(maxsize=4096)
+def _layout(programs: tuple[Program, ...]) -> _Layout:
+    schedule = merge_programs(programs)
+    num_groups = len(programs)
+    set_index: dict[tuple[int, ...], int] = {}
+    step_sets = []
+    for step in schedule.steps:
+        if len(step.groups) == num_groups:
+            step_sets.append(-1)
+        else:
+            step_sets.append(set_index.setdefault(step.groups, len(set_index)))
+    membership = np.zeros((len(set_index), num_groups + 1), dtype=bool)
+    for groups, k in set_index.items():
+        membership[k, list(groups)] = True
+    membership.flags.writeable = False
+    return _Layout(schedule, tuple(set_index), membership, tuple(step_sets))
+
+
+def clear_plan_cache() -> None:
+    """Empty the planning caches (merged schedules and their layouts), e.g. for benchmarks."""
+    _layout.cache_clear()
+    clear_merge_cache()
+
+
+def plan_batch(
+    request_programs: Sequence[Program],
+    query_lens: Sequence[int],
+    device: torch.device | str,
+    *,
+    num_tokens: int | None = None,
+) -> BatchPlan:
+    """Plan one forward over requests that run different layer programs.
+
+    Args:
+        request_programs: one program per request, in batch order (requests may share one).
+        query_lens: tokens of each request in this forward; request ``r``'s tokens are rows
+            ``sum(query_lens[:r])`` to ``sum(query_lens[:r + 1])`` of the flattened batch.
+            Requests with no tokens are left out of every step (and of the merge).
+        device: where token indices live (the device of the hidden states).
+        num_tokens: rows of the flattened batch if it is padded past ``sum(query_lens)``;
+            padding rows run dense steps only.
+
+    Returns:
+        The plan. Distinct programs are merged in order of first appearance (the merge and
+        what the plan needs of it are cached by the programs); a step that every request runs
+        is dense, so a homogeneous batch gives only dense steps. All token indices reach the
+        device in one host-to-device copy.
+    """
+    if not isinstance(request_programs, (list, tuple)):
+        # Identities (used below) are only stable while the objects live: hold them in a list.
+        request_programs = list(request_programs)
+    num_requests = len(request_programs)
+    if len(query_lens) != num_requests:
+        raise ValueError(f"{num_requests} programs but {len(query_lens)} query lengths")
+    device = torch.device(device)
+    lens = np.asarray(query_lens, dtype=np.int64).reshape(num_requests)
+    total = int(lens.sum())
+    if num_requests and int(lens.min()) < 0:
+        raise ValueError(f"query lengths must be non-negative: {list(query_lens)}")
+    if num_tokens is None:
+        num_tokens = total
+    elif num_tokens < total:
+        raise ValueError(f"num_tokens={num_tokens} < sum(query_lens)={total}")
+    has_empty = bool(num_requests) and int(lens.min()) == 0
+
+    # Dedupe programs in order of first appearance. Requests usually share program objects:
+    # look them up by identity first and hash each object's contents once.
+    ids = list(map(id, request_programs))
+    if has_empty:
+        active_flags = (lens > 0).tolist()
+        pairs = zip(ids, request_programs, active_flags, strict=True)
+        by_id = {i: program for i, program, a in pairs if a}
+    else:
+        by_id = dict(zip(ids, request_programs, strict=True))
+    distinct: dict[Program, int] = {}
+    group_of_id: dict[int, int] = {}
+    for i, program in by_id.items():  # first appearances, in order
+        key = program if type(program) is tuple else tuple(program)
+        group_of_id[i] = distinct.setdefault(key, len(distinct))
+    if has_empty:
+        pairs = zip(ids, active_flags, strict=True)
+        groups_list = [group_of_id[i] if a else -1 for i, a in pairs]
+    else:
+        groups_list = list(map(group_of_id.__getitem__, ids))
+    layout = _layout(tuple(distinct))
+    schedule = layout.schedule
+    request_groups = np.asarray(groups_list, dtype=np.int64).reshape(num_requests)
+
+    if has_empty:
+        active = np.flatnonzero(lens > 0)
+        dense_requests = tuple(active.tolist())
+        dense_lens = tuple(lens[active].tolist())
+    else:
+        active = np.arange(num_requests)
+        dense_requests = tuple(range(num_requests))
+        dense_lens = tuple(lens.tolist())
+    dense_request_tensor = torch.from_numpy(active.astype(np.int32))
+
+    # Resolve every partial group set at once: the nonzero entries of the (set, request)
+    # membership matrix, set by set, are the requests of each set; their token ranges follow.
+    templates: list[tuple] = []
+    num_sets = len(layout.partial_sets)
+    if num_sets:
+        request_mask = layout.membership[:, request_groups]
+        flat = np.flatnonzero(request_mask)
+        requests = flat % num_requests if num_requests else flat
+        request_counts = np.count_nonzero(request_mask, axis=1).tolist()
+        one_token_each = total == num_requests and not has_empty
+        if one_token_each:  # decode: token rows are request indices
+            token_rows = requests
+            token_counts = request_counts
+        else:
+            # Concatenated token ranges of `requests`: row = start of its request + offset.
+            request_lens = lens[requests]
+            ends = np.cumsum(request_lens)
+            starts = np.cumsum(lens) - lens
+            shift = np.repeat(starts[requests] - (ends - request_lens), request_lens)
+            token_rows = np.arange(int(ends[-1]), dtype=np.int64) + shift
+            token_counts = np.add.reduceat(request_lens, np.cumsum([0, *request_counts[:-1]]))
+            token_counts = token_counts.tolist()
+
+        host_index = torch.from_numpy(token_rows.astype(np.int64))
+        if device.type == "cpu":
+            device_index = host_index
+        else:
+            if device.type == "cuda":
+                host_index = host_index.pin_memory()
+            device_index = host_index.to(device, non_blocking=True)
+        token_views = device_index.split_with_sizes(token_counts)
+        request_views = torch.from_numpy(requests.astype(np.int32)).split_with_sizes(request_counts)
+        request_list = requests.tolist()
+        lens_of_request = None if one_token_each else request_lens.tolist()
+        start = 0
+        for k in range(num_sets):
+            end = start + request_counts[k]
+            templates.append(
+                (
+                    tuple(request_list[start:end]),
+                    token_views[k],
+                    request_views[k],
+                    (1,) * (end - start)
+                    if lens_of_request is None
+                    else tuple(lens_of_request[start:end]),
+                    token_counts[k],
+                )
+            )
+            start = end
+
+    steps = []
+    for step, k in zip(schedule.steps, layout.step_sets, strict=True):
+        if k < 0:  # every request runs this step: dense
+            steps.append(
+                StepPlan(
+                    step.layer,
+                    step.pass_index,
+                    dense_requests,
+                    None,
+                    dense_request_tensor,
+                    dense_lens,
+                    num_tokens,
+                    step.groups,
+                )
+            )
+        else:
+            req, token_index, req_tensor, req_lens, count = templates[k]
+            steps.append(
+                StepPlan(
+                    step.layer,
+                    step.pass_index,
+                    req,
+                    token_index,
+                    req_tensor,
+                    req_lens,
+                    count,
+                    step.groups,
+                )
+            )
+    return BatchPlan(
+        steps=steps,
+        num_tokens=num_tokens,
+        num_requests=num_requests,
+        query_lens=tuple(lens.tolist()),
+        request_groups=tuple(groups_list),
+        schedule=schedule,
+    )

@@ -1,0 +1,299 @@
+"""Merging per-request layer programs into one shared layer schedule.
+
+A *program* is a tuple of decoder-layer indices, e.g. ``(0, 1, 2, 3, 2, 3, 4)``: layers may be
+skipped or run more than once. Its *steps* are ``(layer, pass_index)`` pairs, where
+``pass_index`` counts the earlier occurrences of the same layer in the program, so every step of
+a program is distinct: ``(0, 1, 0, 1, 2)`` has the steps ``(0,0) (1,0) (0,1) (1,1) (2,0)``.
+
+A batch that mixes programs runs one :class:`MergedSchedule`: a sequence of schedule steps, each
+naming one ``(layer, pass_index)`` and the program *groups* that run it at that point. Every
+program is an in-order subsequence of the schedule: its steps appear exactly at the schedule steps
+whose ``groups`` contain it, each once.
+
+The number of layer-token evaluations does not depend on the schedule (every token runs each step
+of its program once); the schedule *length* does matter, because each schedule step is one pass
+over a layer's weights (and one set of kernel launches). :func:`merge_programs` therefore looks
+for a short schedule: its length is bounded below by the number of distinct steps over all
+programs (:func:`schedule_lower_bound`), which it reaches for the usual skip/repeat families.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+Program = tuple[int, ...]
+"""A layer program: the decoder-layer indices a request runs, in order."""
+
+Step = tuple[int, int]
+"""A program step: ``(layer, pass_index)``."""
+
+__all__ = [
+    "MergedSchedule",
+    "Program",
+    "ScheduleStep",
+    "Step",
+    "clear_merge_cache",
+    "merge_programs",
+    "program_steps",
+    "schedule_cost",
+    "schedule_lower_bound",
+]
+
+
+@dataclass(frozen=True)
+class ScheduleStep:
+    """One step of a merged schedule: run ``layer`` (its ``pass_index``-th pass) for ``groups``.
+
+    ``groups`` are indices into :attr:`MergedSchedule.programs`, in increasing order.
+    """
+
+    layer: int
+    pass_index: int
+    groups: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class MergedSchedule:
+    """The programs of a batch and one schedule that runs all of them.
+
+    Program ``g``'s steps appear, in order, exactly at the steps whose ``groups`` contain ``g``.
+    """
+
+    programs: tuple[Program, ...]
+    steps: tuple[ScheduleStep, ...]
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+
+def program_steps(program: Sequence[int]) -> tuple[Step, ...]:
+    """Return the ``(layer, pass_index)`` steps of ``program``.
+
+    ``pass_index`` is the number of earlier occurrences of the layer in the program.
+
+    >>> program_steps((0, 1, 0, 1, 2))
+    ((0, 0), (1, 0), (0, 1), (1, 1), (2, 0))
+    """
+    seen: dict[int, int] = {}
+    steps = []
+    for layer in program:
+        layer = int(layer)
+        if layer < 0:
+            raise ValueError(f"layer indices must be non-negative, got {layer} in {program!r}")
+        count = seen.get(layer, 0)
+        steps.append((layer, count))
+        seen[layer] = count + 1
+    return tuple(steps)
+
+
+def schedule_lower_bound(programs: Sequence[Program]) -> int:
+    """Return the number of distinct ``(layer, pass_index)`` steps over ``programs``.
+
+    No schedule running all of the programs can be shorter.
+    """
+    union: set[Step] = set()
+    for program in programs:
+        union.update(program_steps(program))
+    return len(union)
+
+
+def schedule_cost(schedule: MergedSchedule, group_token_counts: Sequence[int]) -> int:
+    """Return the number of layer-token evaluations of ``schedule``.
+
+    ``group_token_counts[g]`` is the number of tokens that run program group ``g``.
+    """
+    return sum(sum(group_token_counts[g] for g in step.groups) for step in schedule.steps)
+
+
+ALIGN_CELL_BUDGET = 100_000
+"""Largest alignment table (program steps x schedule length) that :func:`merge_programs` fills
+per alignment candidate; bigger merges (dozens of distinct programs) use the greedy candidates
+only, so a cold merge stays in the order of 10 ms."""
+
+# A schedule under construction: (step, groups) pairs.
+_RawSchedule = list[tuple[Step, tuple[int, ...]]]
+
+
+def _greedy(steps: Sequence[tuple[Step, ...]], lookahead: bool) -> _RawSchedule:
+    """Greedy merge: advance every program whose head step is the chosen one.
+
+    Candidates are the head steps of unfinished programs. A candidate's *waiters* are programs
+    that need the same step later but are not at it yet: choosing it now makes them run it again
+    in a schedule step of their own. Ranking (smallest key wins):
+
+    * ``lookahead=False`` (majority merge): most programs at the head first, then the largest
+      total remaining length of those programs (critical path first), then lowest layer, pass.
+    * ``lookahead=True``: candidates without waiters first; then most programs at the head minus
+      waiters; then as above.
+
+    Heads and "still needed by" counts are kept up to date incrementally, so a schedule step
+    costs O(number of distinct heads) plus the programs it advances.
+    """
+    ptr = [0] * len(steps)
+    heads: dict[Step, list[int]] = {}
+    need: dict[Step, int] = {}  # unfinished programs whose remaining steps include the step
+    for g, prog in enumerate(steps):
+        if prog:
+            heads.setdefault(prog[0], []).append(g)
+        for step in prog:
+            need[step] = need.get(step, 0) + 1
+    out: _RawSchedule = []
+    while heads:
+        best_key = None
+        best_step: Step | None = None
+        for step, groups in heads.items():
+            count = len(groups)
+            remaining = sum(len(steps[g]) - ptr[g] for g in groups)
+            if lookahead:
+                waiters = need[step] - count
+                key = (waiters > 0, waiters - count, -count, -remaining, step)
+            else:
+                key = (-count, -remaining, step)
+            if best_key is None or key < best_key:
+                best_key, best_step = key, step
+        assert best_step is not None
+        chosen = heads.pop(best_step)
+        need[best_step] -= len(chosen)
+        for g in chosen:
+            ptr[g] += 1
+            if ptr[g] < len(steps[g]):
+                heads.setdefault(steps[g][ptr[g]], []).append(g)
+        out.append((best_step, tuple(chosen)))
+    return out
+
+
+def _align(schedule: _RawSchedule, steps: tuple[Step, ...], group: int) -> _RawSchedule:
+    """Merge one program into a schedule along a shortest common supersequence (exact DP).
+
+    Schedule steps equal to a program step may be shared (``group`` joins them); the others are
+    kept, and unmatched program steps are inserted as steps of their own.
+    """
+    m, n = len(schedule), len(steps)
+    keys = [s for s, _ in schedule]
+    # dp[i][j]: shortest supersequence of schedule[i:] and steps[j:].
+    dp = [[0] * (n + 1) for _ in range(m + 1)]
+    for j in range(n + 1):
+        dp[m][j] = n - j
+    for i in range(m - 1, -1, -1):
+        row, below = dp[i], dp[i + 1]
+        row[n] = m - i
+        key = keys[i]
+        for j in range(n - 1, -1, -1):
+            if key == steps[j]:
+                row[j] = below[j + 1] + 1
+            else:
+                a, b = below[j], row[j + 1]
+                row[j] = (a if a < b else b) + 1
+    out: _RawSchedule = []
+    i = j = 0
+    while i < m or j < n:
+        if i < m and j < n and keys[i] == steps[j]:
+            out.append((keys[i], (*schedule[i][1], group)))
+            i += 1
+            j += 1
+        elif j == n or (i < m and dp[i + 1][j] <= dp[i][j + 1]):
+            out.append(schedule[i])
+            i += 1
+        else:
+            out.append((steps[j], (group,)))
+            j += 1
+    return out
+
+
+def _progressive(steps: Sequence[tuple[Step, ...]], order: Sequence[int]) -> _RawSchedule:
+    """Merge programs one at a time, in ``order``, with :func:`_align`."""
+    out: _RawSchedule = []
+    for g in order:
+        out = _align(out, steps[g], g)
+    return out
+
+
+def _finish(programs: tuple[Program, ...], raw: _RawSchedule) -> MergedSchedule:
+    return MergedSchedule(
+        programs=programs,
+        steps=tuple(ScheduleStep(s[0], s[1], tuple(sorted(groups))) for s, groups in raw),
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def merge_programs(programs: tuple[Program, ...]) -> MergedSchedule:
+    """Merge distinct programs into one short schedule (cached by ``programs``).
+
+    The caller passes each distinct program once, in order of first appearance; group ``g`` of
+    the result is ``programs[g]``. (Repeated programs are accepted and always run in the same
+    steps.) Empty programs appear in no step.
+
+    The schedule depends only on the *set* of programs: it is computed (and cached a second time)
+    for the programs in sorted order, so that a batch whose requests were reordered, or whose
+    programs first appear in another order, reuses it. Candidates, all deterministic:
+
+    1. greedy with lookahead (see :func:`_greedy`): among the head steps of the unfinished
+       programs, prefer one that no other program needs later, so that a ``(layer, pass)`` is
+       not run twice for different groups; then the one at the head of the most programs;
+    2. greedy majority merge: the head step of the most programs, ties to the longest remaining
+       work, then the lowest ``(layer, pass)``;
+    3. progressive exact pairwise alignment (shortest common supersequence of the schedule so far
+       and the next program), programs taken longest first, then in sorted order.
+
+    Candidates are tried in that order, stopping as soon as one reaches
+    :func:`schedule_lower_bound` (then it is optimal); the alignments are skipped when their
+    table would exceed :data:`ALIGN_CELL_BUDGET` cells. The result is the shortest, ties broken by
+    fewer steps that not every non-empty program runs (those need a gather/scatter), then by the
+    order above.
+    """
+    programs = tuple(tuple(int(layer) for layer in p) for p in programs)
+    order = sorted(range(len(programs)), key=lambda g: programs[g])
+    canonical = _merge_sorted(tuple(programs[g] for g in order))
+    # canonical group c is programs[order[c]]; repeated programs join the same steps.
+    members: dict[Program, list[int]] = {}
+    for g, program in enumerate(programs):
+        members.setdefault(program, []).append(g)
+    steps = []
+    for step in canonical.steps:
+        groups: set[int] = set()
+        for c in step.groups:
+            groups.update(members[canonical.programs[c]])
+        steps.append(ScheduleStep(step.layer, step.pass_index, tuple(sorted(groups))))
+    return MergedSchedule(programs=programs, steps=tuple(steps))
+
+
+@functools.lru_cache(maxsize=4096)
+def _merge_sorted(programs: tuple[Program, ...]) -> MergedSchedule:
+    """:func:`merge_programs` for sorted programs, duplicates dropped."""
+    programs = tuple(dict.fromkeys(programs))
+    steps = [program_steps(p) for p in programs]
+    lower = schedule_lower_bound(programs)
+    nonempty = sum(1 for s in steps if s)
+
+    def rank(raw: _RawSchedule) -> tuple[int, int]:
+        partial = sum(1 for _, groups in raw if len(groups) != nonempty)
+        return len(raw), partial
+
+    by_length = sorted(range(len(steps)), key=lambda g: -len(steps[g]))
+    candidates = (
+        (False, lambda: _greedy(steps, lookahead=True)),
+        (False, lambda: _greedy(steps, lookahead=False)),
+        (True, lambda: _progressive(steps, by_length)),
+        (True, lambda: _progressive(steps, range(len(steps)))),
+    )
+    total_steps = sum(len(s) for s in steps)
+    best: _RawSchedule | None = None
+    for is_alignment, make in candidates:
+        if is_alignment and best is not None and total_steps * len(best) > ALIGN_CELL_BUDGET:
+            continue  # keep a cold merge of many programs cheap: greedy only
+        raw = make()
+        if best is None or rank(raw) < rank(best):
+            best = raw
+        if len(best) == lower:
+            # Optimal: at this length each (layer, pass) runs once, for every program needing it.
+            break
+    assert best is not None
+    return _finish(programs, best)
+
+
+def clear_merge_cache() -> None:
+    """Empty the caches of :func:`merge_programs` (for benchmarks of uncached planning)."""
+    merge_programs.cache_clear()
+    _merge_sorted.cache_clear()
