@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 from collections.abc import Sequence
 
@@ -36,6 +37,10 @@ def _cmd_run_reference(args: argparse.Namespace) -> None:
     print(json.dumps(result, indent=1))
 
 
+COMMAND_GROUP_MODULES: tuple[str, ...] = ()
+"""Modules that add their own subcommands; each has ``add_subcommands(commands)``."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``polar-vllm`` command."""
     parser = argparse.ArgumentParser(prog="polar-vllm", description=__doc__)
@@ -59,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     reference.add_argument("--prompt", required=True)
     reference.add_argument("--max-tokens", type=int, default=16)
     reference.set_defaults(handler=_cmd_run_reference)
+    for module_name in COMMAND_GROUP_MODULES:
+        importlib.import_module(module_name).add_subcommands(commands)
     return parser
 
 

@@ -1,0 +1,71 @@
+"""Engine configuration with PoLar on (vLLM 0.32): the architecture override and the
+settings the PoLar decoder loop needs.
+
+When ``additional_config`` holds ``"polar"``, :func:`polar_engine_config` (installed around
+``EngineArgs.create_engine_config``) makes vLLM build the PoLar subclass of the model's own
+class (and refuses a model of any other architecture) and runs the model eagerly (a CUDA
+graph or compiled graph would freeze one batch's programs). Without ``"polar"`` it changes
+nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from polar_vllm.config import polar_settings
+from polar_vllm.models import POLAR_ARCHITECTURES
+
+__all__ = ["PolarArchitectureOverride", "polar_engine_config"]
+
+
+class PolarArchitectureOverride:
+    """``hf_overrides`` callable: apply the user's overrides, then swap in the PoLar class.
+
+    A module-level class (not a closure) so that the engine configuration stays picklable."""
+
+    def __init__(self, user_overrides: Mapping[str, Any] | Callable[[Any], Any] | None) -> None:
+        self.user_overrides = user_overrides
+
+    def __call__(self, hf_config: Any) -> Any:
+        """Return ``hf_config`` with its architecture replaced by the PoLar one."""
+        if callable(self.user_overrides):
+            hf_config = self.user_overrides(hf_config)
+        elif self.user_overrides:
+            hf_config.update(dict(self.user_overrides))
+        architectures = list(getattr(hf_config, "architectures", None) or [])
+        polar_names = {name for name, _ in POLAR_ARCHITECTURES.values()}
+        if architectures and architectures[0] in polar_names:
+            return hf_config
+        supported = [name for name in architectures if name in POLAR_ARCHITECTURES]
+        if supported:
+            hf_config.architectures = [POLAR_ARCHITECTURES[supported[0]][0]]
+        return hf_config
+
+
+def _check_polar_architecture(architectures: list[str]) -> None:
+    polar_names = {name for name, _ in POLAR_ARCHITECTURES.values()}
+    if not architectures or architectures[0] not in polar_names:
+        raise ValueError(
+            f"PoLar supports the architectures {sorted(POLAR_ARCHITECTURES)}; "
+            f"this model's are {architectures}"
+        )
+
+
+def polar_engine_config(create_engine_config: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap ``EngineArgs.create_engine_config`` to apply the PoLar settings when PoLar is on."""
+
+    @functools.wraps(create_engine_config)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if polar_settings(self.additional_config) is not None and not isinstance(
+            self.hf_overrides, PolarArchitectureOverride
+        ):
+            self.enforce_eager = True
+            self.hf_overrides = PolarArchitectureOverride(self.hf_overrides)
+        vllm_config = create_engine_config(self, *args, **kwargs)
+        if isinstance(self.hf_overrides, PolarArchitectureOverride):
+            _check_polar_architecture(vllm_config.model_config.architectures)
+        return vllm_config
+
+    return wrapper

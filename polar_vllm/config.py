@@ -1,0 +1,139 @@
+"""PoLar settings: the ``additional_config["polar"]`` dictionary, parsed and checked.
+
+Keys (all optional):
+
+* ``predictor``: path to a predictor directory; requests without their own program get the
+  program it predicts (without one they run the full program).
+* ``max_passes``: how many times a program may run one layer (default 2). Each extra pass of a
+  layer owns its own KV-cache slot.
+* ``loop_layers``: the layers that may run more than once: ``"all"`` (default), ``"none"``, or
+  a program-style list such as ``"0-9,20"`` or ``[0, 1, 2]``. Only these layers get extra KV
+  slots, which bounds the KV memory PoLar adds.
+* ``default_program``: the program of a request that carries none and gets no prediction
+  (default ``"full"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from polar_vllm.program import Program, ProgramError, full_program, parse_program
+
+__all__ = [
+    "POLAR_CONFIG_KEY",
+    "PROGRAM_ARG",
+    "PolarConfig",
+    "PolarConfigError",
+    "polar_settings",
+]
+
+POLAR_CONFIG_KEY = "polar"
+"""The key of ``additional_config`` that turns PoLar on."""
+
+PROGRAM_ARG = "polar_program"
+"""The ``SamplingParams.extra_args`` key that carries a request's program."""
+
+_KNOWN_KEYS = frozenset({"predictor", "max_passes", "loop_layers", "default_program"})
+
+
+class PolarConfigError(ValueError):
+    """An invalid ``additional_config["polar"]`` setting."""
+
+
+@dataclass(frozen=True)
+class PolarConfig:
+    """PoLar settings resolved against a model of ``depth`` decoder layers.
+
+    Attributes:
+        depth: decoder layers of the served model.
+        max_passes: most passes a program may make through one layer.
+        loop_layers: layers that own extra-pass KV slots (may run more than once).
+        default_program: program of requests that carry none and get no prediction.
+        predictor: predictor directory, or ``None``.
+    """
+
+    depth: int
+    max_passes: int = 2
+    loop_layers: frozenset[int] = frozenset()
+    default_program: Program = ()
+    predictor: str | None = None
+
+    @classmethod
+    def from_dict(cls, settings: Mapping[str, Any] | None, depth: int) -> PolarConfig:
+        """Parse ``additional_config["polar"]`` (``None`` or ``{}`` gives the defaults)."""
+        settings = dict(settings or {})
+        unknown = sorted(set(settings) - _KNOWN_KEYS)
+        if unknown:
+            raise PolarConfigError(
+                f"additional_config['polar'] has unknown key(s) {unknown}; "
+                f"known keys: {sorted(_KNOWN_KEYS)}"
+            )
+        max_passes = settings.get("max_passes", 2)
+        if not isinstance(max_passes, int) or isinstance(max_passes, bool) or max_passes < 1:
+            raise PolarConfigError(f"polar max_passes must be an integer >= 1, got {max_passes!r}")
+        loop_layers = _parse_loop_layers(settings.get("loop_layers", "all"), depth)
+        if max_passes == 1:
+            loop_layers = frozenset()
+        try:
+            default_program = parse_program(
+                settings.get("default_program", "full"), depth, max_passes
+            )
+        except ProgramError as error:
+            raise PolarConfigError(f"polar default_program: {error}") from error
+        predictor = settings.get("predictor")
+        if predictor is not None and not isinstance(predictor, str):
+            raise PolarConfigError(f"polar predictor must be a path, got {predictor!r}")
+        config = cls(depth, max_passes, loop_layers, default_program, predictor)
+        config.check_program(default_program)
+        return config
+
+    def slot_passes(self, layer: int) -> int:
+        """How many KV slots (passes) ``layer`` owns."""
+        return self.max_passes if layer in self.loop_layers else 1
+
+    def check_program(self, program: Program) -> None:
+        """Raise :class:`~polar_vllm.program.ProgramError` if ``program`` runs a layer more
+        often than its KV slots allow (``program`` is already valid for depth/max_passes)."""
+        seen: dict[int, int] = {}
+        for position, layer in enumerate(program, start=1):
+            seen[layer] = seen.get(layer, 0) + 1
+            if seen[layer] > self.slot_passes(layer):
+                allowed = "once" if self.slot_passes(layer) == 1 else f"{self.max_passes} times"
+                raise ProgramError(
+                    f"polar program item {position} runs layer {layer} again, but layer "
+                    f"{layer} may run only {allowed} on this server (loop_layers setting; "
+                    f"depth {self.depth})"
+                )
+
+    @property
+    def full(self) -> Program:
+        """The full program of this model."""
+        return full_program(self.depth)
+
+
+def _parse_loop_layers(value: str | Sequence[int], depth: int) -> frozenset[int]:
+    if isinstance(value, str) and value.strip().lower() == "all":
+        return frozenset(range(depth))
+    if isinstance(value, str) and value.strip().lower() == "none":
+        return frozenset()
+    try:
+        layers = parse_program(value, depth, max_passes=1)
+    except ProgramError as error:
+        raise PolarConfigError(f"polar loop_layers: {error}") from error
+    return frozenset(layers)
+
+
+def polar_settings(additional_config: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """``additional_config["polar"]`` if PoLar is on (the key is present), else ``None``."""
+    if not additional_config or POLAR_CONFIG_KEY not in additional_config:
+        return None
+    settings = additional_config[POLAR_CONFIG_KEY]
+    if settings is None or settings is True:
+        return {}
+    if not isinstance(settings, Mapping):
+        raise PolarConfigError(
+            f"additional_config['polar'] must be a dict of settings, got {settings!r}"
+        )
+    return settings
