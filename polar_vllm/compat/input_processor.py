@@ -3,7 +3,7 @@
 :func:`polar_process_inputs` wraps ``InputProcessor.process_inputs``: with PoLar on, it
 resolves the request's program (:mod:`polar_vllm.request_programs`), writes its canonical text
 back into the request's ``extra_args`` and sets the program's prefix-cache salt. A bad program
-raises ``VLLMValidationError`` for that request only (HTTP 400 in the server); the engine never
+raises :class:`PolarRequestError` for that request only (HTTP 400 in the server); the engine never
 sees it. Without PoLar the wrapper returns the request untouched.
 """
 
@@ -13,13 +13,20 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+from vllm.exceptions import VLLMValidationError
+
 from polar_vllm.config import PROGRAM_ARG, PolarConfig, polar_settings
 from polar_vllm.program import ProgramError
 from polar_vllm.request_programs import program_cache_salt, resolve_request_program
 
-__all__ = ["polar_process_inputs"]
+__all__ = ["PolarRequestError", "polar_process_inputs"]
 
 _CONFIG_ATTR = "_polar_config"
+
+
+class PolarRequestError(VLLMValidationError, ValueError):
+    """A request's PoLar settings are invalid: a client error (HTTP 400), and a ``ValueError``
+    for offline callers."""
 
 
 def _polar_config(processor: Any) -> PolarConfig | None:
@@ -43,14 +50,12 @@ def polar_process_inputs(process_inputs: Callable[..., Any]) -> Callable[..., An
         config = _polar_config(self)
         if config is None or request.sampling_params is None:
             return request
-        from vllm.exceptions import VLLMValidationError
-
         params = request.sampling_params
         extra_args = dict(params.extra_args or {})
         try:
             resolved = resolve_request_program(extra_args, config)
         except ProgramError as error:
-            raise VLLMValidationError(
+            raise PolarRequestError(
                 str(error), parameter=PROGRAM_ARG, value=extra_args.get(PROGRAM_ARG)
             ) from error
         extra_args[PROGRAM_ARG] = resolved.text
