@@ -1,18 +1,19 @@
-"""The demo behind ``make demo``: the bundled model in vLLM, and its generations
-under two different layer programs side by side."""
+"""The demo behind ``make demo``: vLLM with PoLar on the bundled model, generating for a few
+prompts under different layer programs, all in one batch, side by side."""
 
 from __future__ import annotations
 
 import os
 
 from polar_vllm.bundled import prepare_model
+from polar_vllm.program import parse_program
 
 DEMO_PROMPTS = (
     "Tom has 7 apples and buys 5 more. How many apples does Tom have now?",
     "The capital of France is",
     "Write a haiku about the sea.",
 )
-DEMO_PROGRAMS = ("full", "0-9,8-9,10-29")
+DEMO_PROGRAMS = ("full", "0-9,8-9,10-29", "0-4,8-13,16-21,24-29")
 
 
 def _small_cpu_kv_cache() -> None:
@@ -33,37 +34,39 @@ def check_vllm_loads(model_directory: str) -> str:
 
 
 def run_demo(max_tokens: int = 24) -> None:
-    """Print vLLM's generations and the reference executor's under two programs."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """Start PoLar vLLM and print each prompt's generation under every demo program."""
+    from transformers import AutoTokenizer
     from vllm import LLM, SamplingParams
-
-    from polar_vllm.program import parse_program
-    from polar_vllm.reference import generate_greedy
 
     directory = str(prepare_model("smollm2-135m"))
     _small_cpu_kv_cache()
     tokenizer = AutoTokenizer.from_pretrained(directory)
+    llm = LLM(
+        model=directory,
+        enforce_eager=True,
+        dtype="float32",
+        max_model_len=512,
+        additional_config={"polar": {}},
+    )
+    depth = llm.llm_engine.model_config.hf_config.num_hidden_layers
     chats = [
         tokenizer.apply_chat_template(
             [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
         )
         for prompt in DEMO_PROMPTS
     ]
-    llm = LLM(model=directory, enforce_eager=True, dtype="float32", max_model_len=512)
-    vllm_outputs = llm.generate(chats, SamplingParams(max_tokens=max_tokens, temperature=0))
-
-    model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
-    depth = model.config.num_hidden_layers
-    for prompt, chat, vllm_output in zip(DEMO_PROMPTS, chats, vllm_outputs, strict=True):
+    requests = [(chat, program) for chat in chats for program in DEMO_PROGRAMS]
+    params = [
+        SamplingParams(max_tokens=max_tokens, temperature=0, extra_args={"polar_program": program})
+        for _, program in requests
+    ]
+    outputs = iter(llm.generate([chat for chat, _ in requests], params, use_tqdm=False))
+    print(f"\nPoLar vLLM on SmolLM2-135M ({depth} layers); all requests ran in one batch.")
+    for prompt in DEMO_PROMPTS:
         print(f"\n=== {prompt}")
-        print(f"  vLLM, full depth ({depth} layers): {vllm_output.outputs[0].text!r}")
-        prompt_ids = tokenizer(chat, add_special_tokens=False).input_ids
-        for text in DEMO_PROGRAMS:
-            program = parse_program(text, depth)
-            tokens = generate_greedy(model, prompt_ids, program, max_tokens, tokenizer.eos_token_id)
-            generated = tokenizer.decode(tokens, skip_special_tokens=True)
-            print(f"  program {text!r} ({len(program)} layers): {generated!r}")
+        for program in DEMO_PROGRAMS:
+            layers = len(parse_program(program, depth))
+            print(f"  {program!r:>26} ({layers:2d} layers): {next(outputs).outputs[0].text!r}")
 
 
 if __name__ == "__main__":

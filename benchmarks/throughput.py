@@ -1,0 +1,338 @@
+"""Generated tokens/s of PoLar vLLM against stock vLLM, side by side in one run.
+
+Two engines live in this process: stock vLLM and PoLar vLLM on the same model and settings.
+For each batch size, the same prompts run through stock vLLM and through PoLar under each
+program set, in alternating order, ``--repeats`` times; every request generates exactly
+``--max-tokens`` tokens (``ignore_eos``), so all variants do the same number of decode steps.
+
+Program sets (depth D):
+
+* ``full``: every request runs 0..D-1 (PoLar's overhead);
+* ``h50``, ``h75``, ``h90``: every request runs one program with 50/75/90% of the layers;
+* ``r110``, ``r125``: every request runs one program that repeats 10/25% of the layers;
+* ``mixed``: each request draws one of 8 seeded random PoLar-form programs (60-120% of D).
+
+Reported per (workload, batch size, program set): generated tokens/s, requests/s, mean time
+to first token, mean executed layers, KV-cache bytes per request and the ratio to stock's
+tokens/s in the same run (median over repeats). Writes ``benchmarks/results/throughput_<tag>``
+``.json`` and ``.png`` (speed-up against mean executed layers, with the ideal D/layers curve).
+
+    python benchmarks/throughput.py                       # full run (about an hour on 2 cores)
+    python benchmarks/throughput.py --quick               # minutes; what CI runs
+    python benchmarks/throughput.py --batch-sizes 64 --programs full,h75 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from polar_vllm.bundled import BUNDLED_MODELS, prepare_model
+from polar_vllm.config import PolarConfig
+from polar_vllm.data import build_prompt, generate_problems
+from polar_vllm.program import Program, format_program, full_program
+from polar_vllm.program_sets import homogeneous_program, random_polar_programs
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PROGRAM_SETS = ("full", "h50", "h75", "h90", "r110", "r125", "mixed")
+WORKLOADS = ("math", "long")
+STOCK = "stock"
+
+
+@dataclass
+class Measurement:
+    """One timed ``generate`` call."""
+
+    workload: str
+    batch_size: int
+    variant: str
+    repeat: int
+    seconds: float
+    generated_tokens: int
+    mean_ttft_s: float
+    mean_executed_layers: float
+    kv_bytes_per_request: float
+
+
+def program_set(name: str, depth: int, batch_size: int, seed: int) -> list[Program]:
+    """The program of each of ``batch_size`` requests under program set ``name``."""
+    if name == "full":
+        return [full_program(depth)] * batch_size
+    if name[0] in "hr" and name[1:].isdigit():
+        return [homogeneous_program(depth, int(name[1:]) / 100)] * batch_size
+    if name == "mixed":
+        pool = random_polar_programs(depth, 8, seed)
+        return [pool[index % len(pool)] for index in range(batch_size)]
+    raise ValueError(f"unknown program set {name!r}; known: {PROGRAM_SETS}")
+
+
+def workload_prompts(name: str, tokenizer: Any, count: int, seed: int) -> list[str]:
+    """``count`` prompts: chat-formatted math questions, or long (~400-token) documents."""
+    problems = [
+        problem
+        for level in range(1, 6)
+        for problem in generate_problems(level, (count + 4) // 5, seed + level)
+    ][:count]
+    if name == "math":
+        return [build_prompt(problem.question, tokenizer) for problem in problems]
+    if name == "long":
+        documents = []
+        for index in range(len(problems)):
+            context = " ".join(other.question for other in problems[index:] + problems[:index])
+            words = context.split()[:300]
+            documents.append(
+                build_prompt(" ".join(words) + "\n\nAnswer the first question.", tokenizer)
+            )
+        return documents
+    raise ValueError(f"unknown workload {name!r}; known: {WORKLOADS}")
+
+
+def run_once(
+    llm: Any, prompts: list[str], programs: list[Program] | None, max_tokens: int
+) -> tuple[float, int, float]:
+    """Seconds, generated tokens and mean time to first token of one batch."""
+    from vllm import SamplingParams
+
+    params = [
+        SamplingParams(
+            max_tokens=max_tokens,
+            temperature=0,
+            ignore_eos=True,
+            extra_args=None if programs is None else {"polar_program": format_program(program)},
+        )
+        for program in (programs or [None] * len(prompts))
+    ]
+    start = time.perf_counter()
+    outputs = llm.generate(prompts, params, use_tqdm=False)
+    seconds = time.perf_counter() - start
+    tokens = sum(len(output.outputs[0].token_ids) for output in outputs)
+    ttfts = [output.metrics.first_token_latency for output in outputs if output.metrics]
+    return seconds, tokens, statistics.fmean(ttfts) if ttfts else float("nan")
+
+
+def kv_slots(depth: int, loop_layers: str | None) -> int:
+    """KV-cache slots per token: one per layer, plus one per extra pass PoLar may run."""
+    if loop_layers is None:
+        return depth
+    config = PolarConfig.from_dict({"loop_layers": loop_layers}, depth)
+    return sum(config.slot_passes(layer) for layer in range(depth))
+
+
+def make_engine(model_dir: str, polar: bool, args: argparse.Namespace) -> Any:
+    """A stock or PoLar engine with the benchmark's settings."""
+    from vllm import LLM
+
+    settings: dict[str, Any] = {
+        "model": model_dir,
+        "dtype": args.dtype,
+        "enforce_eager": True,
+        "max_model_len": 1024,
+        "max_num_seqs": max(args.batch_sizes),
+        "disable_log_stats": False,
+        "seed": args.seed,
+    }
+    if polar:
+        settings["additional_config"] = {"polar": {"loop_layers": args.loop_layers}}
+    return LLM(**settings)
+
+
+def summarize(measurements: list[Measurement]) -> list[dict[str, Any]]:
+    """Median tokens/s per (workload, batch, variant) and its ratio to stock."""
+    groups: dict[tuple[str, int, str], list[Measurement]] = {}
+    for measurement in measurements:
+        key = (measurement.workload, measurement.batch_size, measurement.variant)
+        groups.setdefault(key, []).append(measurement)
+    rows = []
+    for (workload, batch_size, variant), runs in groups.items():
+        tokens_per_s = statistics.median(run.generated_tokens / run.seconds for run in runs)
+        requests_per_s = statistics.median(batch_size / run.seconds for run in runs)
+        rows.append(
+            {
+                "workload": workload,
+                "batch_size": batch_size,
+                "variant": variant,
+                "tokens_per_s": tokens_per_s,
+                "requests_per_s": requests_per_s,
+                "mean_ttft_s": statistics.median(run.mean_ttft_s for run in runs),
+                "mean_executed_layers": runs[0].mean_executed_layers,
+                "kv_bytes_per_request": runs[0].kv_bytes_per_request,
+                "repeats": len(runs),
+            }
+        )
+    stock = {
+        (row["workload"], row["batch_size"]): row["tokens_per_s"]
+        for row in rows
+        if row["variant"] == STOCK
+    }
+    for row in rows:
+        row["ratio_to_stock"] = row["tokens_per_s"] / stock[row["workload"], row["batch_size"]]
+    return rows
+
+
+def plot(rows: list[dict[str, Any]], depth: int, path: Path) -> None:
+    """Speed-up against stock vs mean executed layers, one line per batch size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    workloads = sorted({row["workload"] for row in rows})
+    figure, axes = plt.subplots(1, len(workloads), figsize=(6 * len(workloads), 4.5), squeeze=False)
+    for axis, workload in zip(axes[0], workloads, strict=True):
+        polar_rows = [r for r in rows if r["workload"] == workload and r["variant"] != STOCK]
+        layers = sorted({row["mean_executed_layers"] for row in polar_rows})
+        ideal_x = [x / 10 for x in range(int(min(layers) * 10), int(max(layers) * 10) + 1)]
+        axis.plot(ideal_x, [depth / x for x in ideal_x], "k--", label=f"ideal {depth}/layers")
+        for batch_size in sorted({row["batch_size"] for row in polar_rows}):
+            points = sorted(
+                (row["mean_executed_layers"], row["ratio_to_stock"], row["variant"])
+                for row in polar_rows
+                if row["batch_size"] == batch_size
+            )
+            axis.plot(
+                [p[0] for p in points], [p[1] for p in points], "o-", label=f"batch {batch_size}"
+            )
+            for x, y, variant in points:
+                axis.annotate(
+                    variant, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points"
+                )
+        axis.axhline(1.0, color="grey", linewidth=0.8)
+        axis.set_xlabel("mean executed layers per token")
+        axis.set_ylabel("generated tokens/s relative to stock vLLM")
+        axis.set_title(f"{workload} workload")
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="smollm2-135m", choices=sorted(BUNDLED_MODELS))
+    parser.add_argument("--batch-sizes", default="1,16,64")
+    parser.add_argument("--programs", default=",".join(PROGRAM_SETS))
+    parser.add_argument("--workloads", default="math")
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--dtype", default="float32", help="float32: CPUs without AVX-512 run bf16 slowly"
+    )
+    parser.add_argument("--loop-layers", default="all")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tag", default=None, help="results file suffix (default: device)")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS)
+    parser.add_argument("--quick", action="store_true", help="tiny run: batch 1,4; 8 tokens")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.batch_sizes, args.max_tokens, args.repeats = "1,4", 8, 1
+        args.programs = "full,h75,mixed"
+        args.tag = args.tag or "quick"
+    args.batch_sizes = [int(size) for size in args.batch_sizes.split(",")]
+    args.programs = args.programs.split(",")
+    args.workloads = args.workloads.split(",")
+    for name in args.programs:
+        program_set(name, 30, 1, args.seed)  # fail fast on an unknown name
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the benchmark; returns (and writes) the results."""
+    args = parse_args(argv)
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
+    import torch
+    from transformers import AutoTokenizer
+
+    model_dir = str(prepare_model(args.model))
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    stock_llm = make_engine(model_dir, polar=False, args=args)
+    polar_llm = make_engine(model_dir, polar=True, args=args)
+    depth = int(polar_llm.llm_engine.model_config.hf_config.num_hidden_layers)
+    slots = {STOCK: kv_slots(depth, None), "polar": kv_slots(depth, args.loop_layers)}
+    hf_config = polar_llm.llm_engine.model_config.hf_config
+    head_dim = hf_config.hidden_size // hf_config.num_attention_heads
+    dtype = polar_llm.llm_engine.model_config.dtype
+    bytes_per_slot_token = 2 * hf_config.num_key_value_heads * head_dim * dtype.itemsize
+
+    plan = [
+        (w, b, r) for w in args.workloads for b in args.batch_sizes for r in range(args.repeats)
+    ]
+    measurements: list[Measurement] = []
+    for workload, batch_size, repeat in tqdm(plan, desc="throughput", unit="round"):
+        prompts = workload_prompts(workload, tokenizer, batch_size, args.seed)
+        prompt_tokens = statistics.fmean(len(tokenizer(p).input_ids) for p in prompts)
+        tokens_per_request = prompt_tokens + args.max_tokens
+        variants = [STOCK, *args.programs]
+        if repeat % 2:
+            variants.reverse()  # alternate the order between repeats
+        for variant in variants:
+            engine = stock_llm if variant == STOCK else polar_llm
+            programs = (
+                None if variant == STOCK else program_set(variant, depth, batch_size, args.seed)
+            )
+            seconds, tokens, ttft = run_once(engine, prompts, programs, args.max_tokens)
+            executed = depth if programs is None else statistics.fmean(map(len, programs))
+            kv_slots_used = slots[STOCK] if variant == STOCK else slots["polar"]
+            measurements.append(
+                Measurement(
+                    workload,
+                    batch_size,
+                    variant,
+                    repeat,
+                    seconds,
+                    tokens,
+                    ttft,
+                    executed,
+                    kv_slots_used * bytes_per_slot_token * tokens_per_request,
+                )
+            )
+    rows = summarize(measurements)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    tag = args.tag or device
+    results = {
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cpu_count": os.cpu_count(),
+            "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+            "torch": torch.__version__,
+        },
+        "settings": {key: value for key, value in vars(args).items() if key not in {"quick"}},
+        "depth": depth,
+        "kv_slots": slots,
+        "rows": sorted(rows, key=lambda r: (r["workload"], r["batch_size"], r["variant"])),
+        "measurements": [asdict(m) for m in measurements],
+    }
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    (args.results_dir / f"throughput_{tag}.json").write_text(json.dumps(results, indent=1))
+    plot(rows, depth, args.results_dir / f"throughput_{tag}.png")
+    print_table(results["rows"])
+    return results
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    """The summary as a Markdown table."""
+    print("| workload | batch | variant | layers | tok/s | ratio to stock | TTFT s |")
+    print("|---|---|---|---|---|---|---|")
+    for row in rows:
+        print(
+            f"| {row['workload']} | {row['batch_size']} | {row['variant']} | "
+            f"{row['mean_executed_layers']:.1f} | {row['tokens_per_s']:.1f} | "
+            f"{row['ratio_to_stock']:.3f} | {row['mean_ttft_s']:.3f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""The benchmark scripts run end to end (short versions; timings are not asserted here,
+benchmarks report them)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _check_throughput_results(results: dict, batch_sizes: list[int], variants: set[str]) -> None:
+    rows = results["rows"]
+    assert {(row["batch_size"], row["variant"]) for row in rows} == {
+        (size, variant) for size in batch_sizes for variant in variants | {"stock"}
+    }
+    for row in rows:
+        assert row["tokens_per_s"] > 0 and row["ratio_to_stock"] > 0
+        if row["variant"] == "stock":
+            assert row["ratio_to_stock"] == 1.0 and row["mean_executed_layers"] == 30
+    h75 = next(row for row in rows if row["variant"] == "h75")
+    assert h75["mean_executed_layers"] == 23
+    assert results["kv_slots"] == {"stock": 30, "polar": 60}
+
+
+def test_throughput_benchmark_quick(tmp_path):
+    throughput = _load("throughput")
+    results = throughput.main(["--quick", "--results-dir", str(tmp_path)])
+    _check_throughput_results(results, [1, 4], {"full", "h75", "mixed"})
+    assert json.loads((tmp_path / "throughput_quick.json").read_text())["rows"]
+    assert (tmp_path / "throughput_quick.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_throughput_benchmark_issue_sizes(tmp_path):
+    throughput = _load("throughput")
+    argv = ["--batch-sizes", "1,16,64", "--programs", "full,h75,mixed", "--repeats", "1"]
+    results = throughput.main([*argv, "--results-dir", str(tmp_path), "--tag", "t"])
+    _check_throughput_results(results, [1, 16, 64], {"full", "h75", "mixed"})
+
+
+def test_executor_core_benchmark_quick(tmp_path):
+    executor_core = _load("executor_core")
+    assert executor_core.main(["--quick", "--out", str(tmp_path)]) == 0
+    assert list(tmp_path.glob("executor_core_*.json")) and list(tmp_path.glob("*.png"))
