@@ -47,3 +47,10 @@ def stock_llm(smollm2_dir: str) -> Iterator[Any]:
     """Stock vLLM (PoLar off) on SmolLM2, float32."""
     with vllm_engine(smollm2_dir) as llm:
         yield llm
+
+
+@pytest.fixture(scope="session")
+def polar_llm(smollm2_dir: str) -> Iterator[Any]:
+    """PoLar vLLM on SmolLM2 with the default settings (every layer may run twice), float32."""
+    with vllm_engine(smollm2_dir, additional_config={"polar": {}}) as llm:
+        yield llm

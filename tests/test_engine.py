@@ -1,14 +1,13 @@
 """Per-request programs in the real vLLM engine (CPU build) on the bundled SmolLM2, float32.
 
-One PoLar engine for the module (and the session's stock engine)."""
+Uses the session's PoLar and stock engines."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from engine_checks import compare_with_reference, generate, polar_params, vllm_engine
+from engine_checks import compare_with_reference, generate, polar_params
 
 DEPTH = 30
 MAX_TOKENS = 12
@@ -39,13 +38,6 @@ def _mixed_requests() -> list[tuple[str, str]]:
         (PROMPTS[(index + index // len(PROGRAMS)) % len(PROMPTS)], PROGRAMS[index % len(PROGRAMS)])
         for index in range(2 * len(PROGRAMS))
     ]
-
-
-@pytest.fixture(scope="module")
-def polar_llm(smollm2_dir: str) -> Iterator[Any]:
-    """A PoLar engine with the default settings (every layer may run twice)."""
-    with vllm_engine(smollm2_dir, additional_config={"polar": {}}) as llm:
-        yield llm
 
 
 def _model_summary(model: Any) -> dict[str, Any]:

@@ -1,15 +1,21 @@
 """Everything specific to one vLLM version (0.32) lives in this package.
 
-:func:`install` wraps three vLLM functions; each wrapper does nothing unless PoLar is on
+:func:`install` wraps vLLM functions; each wrapper does nothing unless PoLar is on
 (``additional_config["polar"]`` present), so vLLM with the plugin installed behaves exactly
 as stock:
 
 * ``EngineArgs.create_engine_config``: PoLar architecture override, eager mode
   (:mod:`.engine_args`);
-* ``InputProcessor.process_inputs``: program checking and cache salt in the front end
-  (:mod:`.input_processor`);
+* ``InputProcessor.__init__`` / ``process_inputs`` and ``AsyncLLM.add_request``: predictor,
+  program checking and cache salt in the front end (:mod:`.input_processor`);
 * ``GPUModelRunner._model_forward`` (inherited by the CPU runner): the batch's programs reach
-  the model (:mod:`.model_runner`).
+  the model (:mod:`.model_runner`);
+* the OpenAI server's chat handler and app (:mod:`.serving`): the last user message feeds the
+  predictor, and the ``/polar/program`` route.
+
+``vllm serve``'s ``--polar`` / ``--polar-predictor`` flags come from :mod:`.cli_args`, armed
+by the startup hook :mod:`polar_vllm.cli_hook` (vLLM parses its command line before it loads
+plugins).
 
 :mod:`.attention_slots` and :mod:`.attention_metadata` hold the model-side glue: extra-pass KV
 slots and per-backend attention-metadata subsetting.
@@ -34,13 +40,22 @@ def _wrap(owner: type, name: str, wrapper_factory) -> None:
 def install() -> None:
     """Install the PoLar hooks into vLLM (idempotent)."""
     from vllm.engine.arg_utils import EngineArgs
+    from vllm.v1.engine.async_llm import AsyncLLM
     from vllm.v1.engine.input_processor import InputProcessor
     from vllm.v1.worker.gpu_model_runner import GPUModelRunner
 
     from .engine_args import polar_engine_config
-    from .input_processor import polar_process_inputs
+    from .input_processor import (
+        polar_add_request,
+        polar_input_processor_init,
+        polar_process_inputs,
+    )
     from .model_runner import polar_model_forward
+    from .serving import install_serving_hooks
 
     _wrap(EngineArgs, "create_engine_config", polar_engine_config)
+    _wrap(InputProcessor, "__init__", polar_input_processor_init)
     _wrap(InputProcessor, "process_inputs", polar_process_inputs)
+    _wrap(AsyncLLM, "add_request", polar_add_request)
     _wrap(GPUModelRunner, "_model_forward", polar_model_forward)
+    install_serving_hooks(_wrap)

@@ -1,0 +1,1 @@
+"""Serving-side PoLar: the predictor in the front end, metrics, and the program route."""

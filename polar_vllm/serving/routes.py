@@ -1,0 +1,79 @@
+"""``POST /polar/program``: the program PoLar would run for a prompt, and where it comes from.
+
+Body: ``{"prompt": "..."}`` or ``{"messages": [...]}`` (the last user message is read), and
+optionally ``"polar_program"`` to check a program of one's own. Answer: ``{"program": text,
+"executed_layers": n, "depth": D, "source": "predictor" | "request" | "default"}``; a bad
+program or body gives HTTP 400 with the reason.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from polar_vllm.config import PROGRAM_ARG
+from polar_vllm.program import ProgramError
+from polar_vllm.request_programs import resolve_request_program
+
+__all__ = ["last_user_message", "polar_router"]
+
+
+def last_user_message(messages: Any) -> str | None:
+    """The text of the last ``user`` message of an OpenAI-style message list."""
+    for message in reversed(list(messages or [])):
+        role = message.get("role") if isinstance(message, dict) else getattr(message, "role", None)
+        if role != "user":
+            continue
+        content = message.get("content") if isinstance(message, dict) else message.content
+        if isinstance(content, str):
+            return content
+        parts = [
+            part.get("text", "") if isinstance(part, dict) else getattr(part, "text", "")
+            for part in content or []
+        ]
+        return "\n".join(part for part in parts if part)
+    return None
+
+
+def polar_router(front_end_of: Any) -> APIRouter:
+    """A FastAPI router with the ``/polar/program`` route; ``front_end_of(app)`` gives the
+    app's :class:`~polar_vllm.serving.front_end.PolarFrontEnd`."""
+    router = APIRouter()
+
+    @router.post("/polar/program")
+    async def polar_program(request: Request) -> JSONResponse:
+        front_end = front_end_of(request.app)
+        try:
+            body = await request.json()
+        except ValueError:
+            return JSONResponse({"error": "body must be JSON"}, status_code=400)
+        if not isinstance(body, dict):
+            return JSONResponse({"error": "body must be a JSON object"}, status_code=400)
+        text = body.get("prompt")
+        if text is None:
+            text = last_user_message(body.get("messages"))
+        if not isinstance(text, str):
+            return JSONResponse(
+                {"error": "give 'prompt' (text) or 'messages' with a user message"},
+                status_code=400,
+            )
+        extra_args = {PROGRAM_ARG: body[PROGRAM_ARG]} if PROGRAM_ARG in body else {}
+        try:
+            predicted = None
+            if front_end.needs_prediction(extra_args):
+                predicted = await front_end.predict_async(text)
+            resolved = resolve_request_program(extra_args, front_end.config, predicted)
+        except ProgramError as error:
+            return JSONResponse({"error": str(error)}, status_code=400)
+        return JSONResponse(
+            {
+                "program": resolved.text,
+                "executed_layers": len(resolved.program),
+                "depth": front_end.config.depth,
+                "source": resolved.source,
+            }
+        )
+
+    return router
