@@ -4,20 +4,24 @@ settings the PoLar decoder loop needs.
 When ``additional_config`` holds ``"polar"``, :func:`polar_engine_config` (installed around
 ``EngineArgs.create_engine_config``) makes vLLM build the PoLar subclass of the model's own
 class (and refuses a model of any other architecture) and runs the model eagerly (a CUDA
-graph or compiled graph would freeze one batch's programs). Without ``"polar"`` it changes
-nothing.
+graph or compiled graph would freeze one batch's programs) on the V1 model runner (the one
+:mod:`.model_runner` hooks; vLLM may pick its V2 runner on GPUs). Without ``"polar"`` it
+changes nothing.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from polar_vllm.config import polar_settings
 from polar_vllm.models import POLAR_ARCHITECTURES
 
-__all__ = ["PolarArchitectureOverride", "polar_engine_config"]
+__all__ = ["V2_RUNNER_ENV", "PolarArchitectureOverride", "polar_engine_config"]
+
+V2_RUNNER_ENV = "VLLM_USE_V2_MODEL_RUNNER"
 
 
 class PolarArchitectureOverride:
@@ -63,6 +67,9 @@ def polar_engine_config(create_engine_config: Callable[..., Any]) -> Callable[..
         ):
             self.enforce_eager = True
             self.hf_overrides = PolarArchitectureOverride(self.hf_overrides)
+            # The programs reach the model through the V1 model runner (see .model_runner);
+            # the engine processes inherit this from the front end.
+            os.environ.setdefault(V2_RUNNER_ENV, "0")
         vllm_config = create_engine_config(self, *args, **kwargs)
         if isinstance(self.hf_overrides, PolarArchitectureOverride):
             _check_polar_architecture(vllm_config.model_config.architectures)

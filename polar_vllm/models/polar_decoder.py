@@ -181,5 +181,7 @@ def _check_supported(vllm_config: Any) -> None:
         problems.append("speculative decoding")
     if not vllm_config.model_config.enforce_eager:
         problems.append("CUDA graphs / torch.compile (set enforce_eager=True)")
+    if vllm_config.use_v2_model_runner:
+        problems.append("the V2 model runner (set VLLM_USE_V2_MODEL_RUNNER=0)")
     if problems:
         raise NotImplementedError(f"PoLar does not support {', '.join(problems)} yet")
