@@ -11,6 +11,8 @@ Keys (all optional):
   slots, which bounds the KV memory PoLar adds.
 * ``default_program``: the program of a request that carries none and gets no prediction
   (default ``"full"``).
+* ``scheduling``: ``"fcfs"`` (default, vLLM's order) or ``"program_aware"`` (admit waiting
+  requests grouped by program; see :mod:`polar_vllm.batching`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from polar_vllm.program import Program, ProgramError, full_program, parse_progra
 __all__ = [
     "POLAR_CONFIG_KEY",
     "PROGRAM_ARG",
+    "SCHEDULING_POLICIES",
     "PolarConfig",
     "PolarConfigError",
     "polar_settings",
@@ -35,7 +38,8 @@ POLAR_CONFIG_KEY = "polar"
 PROGRAM_ARG = "polar_program"
 """The ``SamplingParams.extra_args`` key that carries a request's program."""
 
-_KNOWN_KEYS = frozenset({"predictor", "max_passes", "loop_layers", "default_program"})
+_KNOWN_KEYS = frozenset({"predictor", "max_passes", "loop_layers", "default_program", "scheduling"})
+SCHEDULING_POLICIES = ("fcfs", "program_aware")
 
 
 class PolarConfigError(ValueError):
@@ -52,6 +56,7 @@ class PolarConfig:
         loop_layers: layers that own extra-pass KV slots (may run more than once).
         default_program: program of requests that carry none and get no prediction.
         predictor: predictor directory, or ``None``.
+        scheduling: admission order of waiting requests (:data:`SCHEDULING_POLICIES`).
     """
 
     depth: int
@@ -59,6 +64,7 @@ class PolarConfig:
     loop_layers: frozenset[int] = frozenset()
     default_program: Program = ()
     predictor: str | None = None
+    scheduling: str = "fcfs"
 
     @classmethod
     def from_dict(cls, settings: Mapping[str, Any] | None, depth: int) -> PolarConfig:
@@ -85,7 +91,12 @@ class PolarConfig:
         predictor = settings.get("predictor")
         if predictor is not None and not isinstance(predictor, str):
             raise PolarConfigError(f"polar predictor must be a path, got {predictor!r}")
-        config = cls(depth, max_passes, loop_layers, default_program, predictor)
+        scheduling = settings.get("scheduling", "fcfs")
+        if scheduling not in SCHEDULING_POLICIES:
+            raise PolarConfigError(
+                f"polar scheduling must be one of {SCHEDULING_POLICIES}, got {scheduling!r}"
+            )
+        config = cls(depth, max_passes, loop_layers, default_program, predictor, scheduling)
         config.check_program(default_program)
         return config
 

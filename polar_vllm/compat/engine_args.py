@@ -62,9 +62,10 @@ def polar_engine_config(create_engine_config: Callable[..., Any]) -> Callable[..
 
     @functools.wraps(create_engine_config)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if polar_settings(self.additional_config) is not None and not isinstance(
-            self.hf_overrides, PolarArchitectureOverride
-        ):
+        settings = polar_settings(self.additional_config)
+        if settings is not None and not isinstance(self.hf_overrides, PolarArchitectureOverride):
+            if settings.get("scheduling") == "program_aware":
+                self.scheduler_cls = "polar_vllm.compat.scheduler.ProgramAwareScheduler"
             self.enforce_eager = True
             self.hf_overrides = PolarArchitectureOverride(self.hf_overrides)
             # The programs reach the model through the V1 model runner (see .model_runner);

@@ -1,0 +1,50 @@
+"""The program-aware scheduler (vLLM 0.32): vLLM's scheduler with the waiting queue
+reordered by :func:`polar_vllm.batching.program_aware_order` before each step.
+
+Selected with ``additional_config["polar"]["scheduling"] = "program_aware"`` (the engine
+configuration hook sets ``scheduler_cls``). Requests that already hold KV blocks (preempted
+or partly prefilled) keep their place at the front.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from vllm.v1.core.sched.request_queue import FCFSRequestQueue
+from vllm.v1.core.sched.scheduler import Scheduler
+
+from polar_vllm.batching import program_aware_order
+from polar_vllm.config import PROGRAM_ARG
+
+__all__ = ["ProgramAwareScheduler"]
+
+MAX_DELAY_S = 30.0
+"""A waiting request is never passed over by later arrivals for longer than this."""
+
+
+def _program_of(request: Any) -> str:
+    extra_args = request.sampling_params.extra_args if request.sampling_params else None
+    return (extra_args or {}).get(PROGRAM_ARG, "")
+
+
+class ProgramAwareScheduler(Scheduler):
+    """vLLM's scheduler, admitting waiting requests grouped by program."""
+
+    def schedule(self, *args: Any, **kwargs: Any) -> Any:
+        """Reorder the waiting queue by program, then schedule as vLLM does."""
+        free_slots = self.max_num_running_reqs - len(self.running)
+        if isinstance(self.waiting, FCFSRequestQueue) and 0 < free_slots < len(self.waiting):
+            started = [r for r in self.waiting if r.num_computed_tokens > 0]
+            fresh = [r for r in self.waiting if r.num_computed_tokens == 0]
+            ordered = program_aware_order(
+                fresh,
+                [_program_of(request) for request in self.running],
+                _program_of,
+                lambda request: request.arrival_time,
+                time.time(),
+                MAX_DELAY_S,
+            )
+            self.waiting.clear()
+            self.waiting.extend([*started, *ordered])
+        return super().schedule(*args, **kwargs)

@@ -1,0 +1,114 @@
+"""PoLar settings, request-program resolution, cache salts, program families and the
+program-aware admission order (no engine needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from polar_vllm.batching import program_aware_order
+from polar_vllm.config import PolarConfig, PolarConfigError, polar_settings
+from polar_vllm.program import ProgramError, full_program
+from polar_vllm.program_sets import homogeneous_program, random_polar_programs
+from polar_vllm.request_programs import program_cache_salt, resolve_request_program
+
+DEPTH = 30
+
+
+def test_defaults_allow_every_layer_twice():
+    config = PolarConfig.from_dict({}, DEPTH)
+    assert config.max_passes == 2 and config.loop_layers == frozenset(range(DEPTH))
+    assert config.default_program == full_program(DEPTH) and config.scheduling == "fcfs"
+    assert [config.slot_passes(layer) for layer in (0, 29)] == [2, 2]
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"max_pases": 2}, "unknown key"),
+        ({"max_passes": 0}, "max_passes"),
+        ({"max_passes": True}, "max_passes"),
+        ({"loop_layers": "0-40"}, "loop_layers"),
+        ({"default_program": "0-5,x"}, "default_program"),
+        ({"scheduling": "random"}, "scheduling"),
+        ({"predictor": 3}, "predictor"),
+        ({"loop_layers": "0-9", "default_program": "0-29,20"}, "layer 20 may run only once"),
+    ],
+)
+def test_bad_settings_are_named(settings, named):
+    with pytest.raises((PolarConfigError, ProgramError), match=named):
+        PolarConfig.from_dict(settings, DEPTH)
+
+
+def test_polar_settings_presence():
+    assert polar_settings(None) is None and polar_settings({"other": 1}) is None
+    assert polar_settings({"polar": None}) == {} and polar_settings({"polar": {"a": 1}}) == {"a": 1}
+    with pytest.raises(PolarConfigError):
+        polar_settings({"polar": "yes"})
+
+
+def test_loop_layer_subset_limits_repeats():
+    config = PolarConfig.from_dict({"loop_layers": "0-9"}, DEPTH)
+    assert config.slot_passes(9) == 2 and config.slot_passes(10) == 1
+    config.check_program((*range(10), 8, 9, *range(10, 30)))
+    with pytest.raises(ProgramError, match="layer 12 may run only once"):
+        config.check_program((*range(13), 12, *range(13, 30)))
+    assert PolarConfig.from_dict({"max_passes": 1}, DEPTH).loop_layers == frozenset()
+
+
+def test_request_program_sources():
+    config = PolarConfig.from_dict({}, DEPTH)
+    own = resolve_request_program({"polar_program": "0-9,8-29"}, config, predicted=(0, 1))
+    assert (own.source, own.text) == ("request", "0-9,8-29")
+    predicted = resolve_request_program({"other": 1}, config, predicted=(0, 1, 2))
+    assert (predicted.source, predicted.program) == ("predictor", (0, 1, 2))
+    default = resolve_request_program(None, config)
+    assert (default.source, default.program) == ("default", full_program(DEPTH))
+    with pytest.raises(ProgramError, match="unknown key"):
+        resolve_request_program({"polar_progam": "full"}, config)
+    with pytest.raises(ProgramError, match="got dict"):
+        resolve_request_program({"polar_program": {"a": 1}}, config)
+
+
+def test_cache_salt_separates_programs_but_not_the_full_program():
+    config = PolarConfig.from_dict({}, DEPTH)
+    assert program_cache_salt(full_program(DEPTH), config, None) is None
+    assert program_cache_salt(full_program(DEPTH), config, "user") == "user"
+    first = program_cache_salt((0, 1, 2), config, None)
+    assert first != program_cache_salt((0, 1, 3), config, None)
+    assert first == program_cache_salt((0, 1, 2), config, None)
+    assert program_cache_salt((0, 1, 2), config, "user").startswith("user|polar:")
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 2.0])
+def test_homogeneous_program_length(fraction):
+    program = homogeneous_program(DEPTH, fraction)
+    assert len(program) == int(fraction * DEPTH + 0.5)
+    assert all(program.count(layer) <= 2 for layer in range(DEPTH))
+    assert list(program) == sorted(program)
+
+
+def test_random_polar_programs_are_distinct_and_in_range():
+    programs = random_polar_programs(DEPTH, 8, seed=3)
+    assert len(set(programs)) == 8 and full_program(DEPTH) not in programs
+    assert all(0.6 * DEPTH <= len(program) <= 1.2 * DEPTH for program in programs)
+    assert programs == random_polar_programs(DEPTH, 8, seed=3)
+
+
+def test_program_aware_order_groups_programs():
+    waiting = [("a", 1.0), ("b", 2.0), ("c", 3.0), ("a", 4.0), ("b", 5.0), ("c", 6.0)]
+    order = program_aware_order(
+        waiting, ["c", "c", "b"], lambda r: r[0], lambda r: r[1], now=10.0, max_delay_s=30
+    )
+    assert order == [("c", 3.0), ("c", 6.0), ("b", 2.0), ("b", 5.0), ("a", 1.0), ("a", 4.0)]
+    by_arrival = program_aware_order(
+        waiting, [], lambda r: r[0], lambda r: r[1], now=10.0, max_delay_s=30
+    )
+    assert [r[0] for r in by_arrival] == ["a", "a", "b", "b", "c", "c"]
+
+
+def test_program_aware_order_never_starves_old_requests():
+    waiting = [("old", 1.0), ("new", 50.0), ("new", 51.0)]
+    order = program_aware_order(
+        waiting, ["new"], lambda r: r[0], lambda r: r[1], now=60.0, max_delay_s=30
+    )
+    assert order[0] == ("old", 1.0)
