@@ -309,7 +309,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
             "torch": torch.__version__,
         },
-        "settings": {key: value for key, value in vars(args).items() if key not in {"quick"}},
+        "settings": {
+            key: value for key, value in vars(args).items() if key not in {"quick", "results_dir"}
+        },
         "depth": depth,
         "kv_slots": slots,
         "rows": sorted(rows, key=lambda r: (r["workload"], r["batch_size"], r["variant"])),

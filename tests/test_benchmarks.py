@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -14,8 +15,9 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
 def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
     spec.loader.exec_module(module)
     return module
 
@@ -48,6 +50,15 @@ def test_throughput_benchmark_issue_sizes(tmp_path):
     argv = ["--batch-sizes", "1,16,64", "--programs", "full,h75,mixed", "--repeats", "1"]
     results = throughput.main([*argv, "--results-dir", str(tmp_path), "--tag", "t"])
     _check_throughput_results(results, [1, 16, 64], {"full", "h75", "mixed"})
+
+
+def test_program_batching_benchmark_quick(tmp_path):
+    program_batching = _load("program_batching")
+    results = program_batching.main(["--quick", "--results-dir", str(tmp_path)])
+    assert set(results["tokens_per_s"]) == {"stock", "polar_fcfs", "polar_program_aware"}
+    assert results["ratio_to_stock"]["stock"] == 1.0
+    assert 1.0 < results["ideal_ratio"] < 1.5
+    assert (tmp_path / "program_batching_quick.json").exists()
 
 
 def test_executor_core_benchmark_quick(tmp_path):

@@ -1,6 +1,7 @@
 """Programs under vLLM's scheduling features: small chunked-prefill chunks, prefix caching
-with shared prompts, a KV cache so small that requests are preempted and recomputed, and extra
-KV slots for only some layers. One engine for the module, float32."""
+with shared prompts, a KV cache so small that requests are preempted and recomputed, extra
+KV slots for only some layers, and program-aware admission. One engine for the module,
+float32."""
 
 from __future__ import annotations
 
@@ -39,11 +40,12 @@ PROGRAMS = (
 
 @pytest.fixture(scope="module")
 def scheduling_llm(smollm2_dir: str) -> Iterator[Any]:
-    """Chunks of 64 tokens, prefix caching, 8 blocks of 32 tokens, loop slots for 0-19."""
+    """Chunks of 64 tokens, prefix caching, 8 blocks of 32 tokens, loop slots for 0-19,
+    program-aware admission (more requests than ``max_num_seqs``, so it reorders)."""
     with vllm_engine(
         smollm2_dir,
         max_model_len=192,
-        additional_config={"polar": {"loop_layers": LOOP_LAYERS}},
+        additional_config={"polar": {"loop_layers": LOOP_LAYERS, "scheduling": "program_aware"}},
         enable_prefix_caching=True,
         enable_chunked_prefill=True,
         max_num_batched_tokens=64,
@@ -61,6 +63,11 @@ def _counter(llm: Any, name: str) -> float:
 
 def _slots(model: Any) -> list[int]:
     return sorted(int(name) for name in model.model.polar_slots)
+
+
+def test_program_aware_scheduler_is_in_use(scheduling_llm):
+    scheduler_cls = scheduling_llm.llm_engine.vllm_config.scheduler_config.scheduler_cls
+    assert scheduler_cls == "polar_vllm.compat.scheduler.ProgramAwareScheduler"
 
 
 def test_only_loop_layers_get_extra_slots(scheduling_llm):
