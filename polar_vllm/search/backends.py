@@ -1,0 +1,59 @@
+"""Build the program generator a search config asks for."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from polar_vllm.bundled import prepare_model
+from polar_vllm.generation import (
+    ProgramGenerator,
+    ReferenceProgramGenerator,
+    VllmProgramGenerator,
+)
+from polar_vllm.search.config import SearchConfig
+
+__all__ = ["model_directory", "open_generator"]
+
+
+def model_directory(config: SearchConfig) -> str:
+    """The model directory: a prepared bundled model, or ``config.model`` itself."""
+    if config.is_bundled:
+        return str(prepare_model(config.model))
+    if not os.path.isdir(config.model):
+        raise ValueError(f"model {config.model!r} is neither a bundled model nor a directory")
+    return config.model
+
+
+@contextmanager
+def open_generator(config: SearchConfig) -> Iterator[tuple[ProgramGenerator, Any]]:
+    """The generator and tokenizer of ``config.backend``; a vLLM engine is shut down on exit.
+
+    The reference model runs on the GPU when there is one, else on the CPU.
+    """
+    directory = model_directory(config)
+    if config.backend == "reference":
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(directory)
+        model = AutoModelForCausalLM.from_pretrained(directory, dtype=getattr(torch, config.dtype))
+        model = model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
+        yield ReferenceProgramGenerator(model, tokenizer), tokenizer
+        return
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    from vllm import LLM
+
+    llm = LLM(
+        model=directory,
+        additional_config={"polar": {"max_passes": config.max_passes}},
+        enforce_eager=True,
+        dtype=config.dtype,
+        max_model_len=config.max_model_len,
+    )
+    try:
+        yield VllmProgramGenerator(llm), llm.get_tokenizer()
+    finally:
+        llm.llm_engine.engine_core.shutdown()

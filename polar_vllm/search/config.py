@@ -1,0 +1,137 @@
+"""Settings of a search run, read from a YAML file (every key optional except ``model``).
+
+Relative paths in the file (``output_dir``, ``data_file``) are taken relative to the current
+directory, so configs are written to be run from the repository root.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from polar_vllm.bundled import BUNDLED_MODELS
+from polar_vllm.data import LEVELS, SYSTEM_PROMPT
+from polar_vllm.search.actions import ActionSpace, length_window
+from polar_vllm.search.mcts import MctsSettings
+
+__all__ = ["BACKENDS", "SearchConfig", "load_search_config"]
+
+BACKENDS: tuple[str, ...] = ("vllm", "reference")
+"""``vllm``: batched PoLar engine; ``reference``: transformers, one request at a time."""
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """One search run: model and back end, questions, search parameters, outputs."""
+
+    model: str
+    backend: str = "vllm"
+    dtype: str = "float32"
+    max_model_len: int = 1024
+    levels: tuple[int, ...] = LEVELS
+    questions_per_level: int = 100
+    data_seed: int = 0
+    data_file: str | None = None
+    chat_template: bool = True
+    max_tokens: int = 16
+    seed: int = 0
+    simulations: int = 100
+    length_penalty: float = 5.0
+    exploration: float = 1.0
+    random_expand: float = 0.1
+    leaves_per_round: int = 4
+    questions_per_round: int | None = 256
+    max_block: int = 4
+    block_depth: int = 2
+    max_passes: int = 2
+    window: tuple[float, float] = (0.65, 1.25)
+    output_dir: str = "results/search/run"
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.questions_per_level < 1 or self.max_tokens < 1:
+            raise ValueError("questions_per_level and max_tokens must be >= 1")
+        if len(self.window) != 2:
+            raise ValueError(f"window must be [min_fraction, max_fraction], got {self.window}")
+        object.__setattr__(self, "levels", tuple(self.levels))
+        object.__setattr__(self, "window", tuple(float(x) for x in self.window))
+        length_window(1, *self.window)  # validates the fractions
+        self.mcts_settings()  # validates the search parameters
+
+    @property
+    def is_bundled(self) -> bool:
+        """Whether ``model`` names a bundled model rather than a directory."""
+        return self.model in BUNDLED_MODELS
+
+    @property
+    def output_path(self) -> Path:
+        """The output directory."""
+        return Path(self.output_dir)
+
+    @property
+    def evaluations_path(self) -> Path:
+        """The resumable JSONL record of every evaluation."""
+        return self.output_path / "evaluations.jsonl"
+
+    @property
+    def labels_path(self) -> Path:
+        """The per-question label file."""
+        return self.output_path / "labels.jsonl"
+
+    @property
+    def study_dir(self) -> Path:
+        """Where the oracle study JSON and PNG go."""
+        return self.output_path / "study"
+
+    def mcts_settings(self) -> MctsSettings:
+        """The MCTS parameters of this run."""
+        return MctsSettings(
+            simulations=self.simulations,
+            length_penalty=self.length_penalty,
+            exploration=self.exploration,
+            random_expand=self.random_expand,
+            leaves_per_round=self.leaves_per_round,
+        )
+
+    def action_space(self, depth: int) -> ActionSpace:
+        """The legal moves for a model of ``depth`` layers."""
+        min_length, max_length = length_window(depth, *self.window)
+        return ActionSpace(
+            depth=depth,
+            min_length=min_length,
+            max_length=min(max_length, self.max_passes * depth),
+            max_block=self.max_block,
+            block_depth=self.block_depth,
+            max_passes=self.max_passes,
+        )
+
+    def store_meta(self) -> dict[str, Any]:
+        """The settings every stored evaluation depends on (checked when a run resumes)."""
+        return {
+            "model": self.model,
+            "backend": self.backend,
+            "dtype": self.dtype,
+            "chat_template": self.chat_template,
+            "system_prompt": SYSTEM_PROMPT,
+            "max_tokens": self.max_tokens,
+        }
+
+
+def load_search_config(path: str | os.PathLike[str]) -> SearchConfig:
+    """Read a :class:`SearchConfig` from YAML; unknown keys raise ``ValueError``."""
+    raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping of settings")
+    known = {f.name for f in dataclasses.fields(SearchConfig)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown settings {unknown}; known: {sorted(known)}")
+    if "model" not in raw:
+        raise ValueError(f"{path}: 'model' is required")
+    return SearchConfig(**raw)

@@ -1,0 +1,77 @@
+"""A whole search run from a :class:`~polar_vllm.search.config.SearchConfig`: questions,
+prompts, batched MCTS, the label file and the oracle study."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from polar_vllm.data import MathProblem, build_prompt, generate_problems, load_jsonl
+from polar_vllm.generation import ProgramGenerator
+from polar_vllm.search.config import SearchConfig
+from polar_vllm.search.labels import label_record, write_label_records
+from polar_vllm.search.runner import SearchQuestion, SearchStats, search_questions
+from polar_vllm.search.store import EvaluationStore
+from polar_vllm.search.study import write_study
+
+__all__ = ["SearchRun", "load_questions", "run_search"]
+
+
+@dataclass(frozen=True)
+class SearchRun:
+    """What a finished run produced."""
+
+    records: list[dict[str, Any]]
+    stats: SearchStats
+    study: dict[str, Any]
+    labels_path: Path
+    study_json: Path
+    study_png: Path
+
+
+def load_questions(config: SearchConfig) -> list[MathProblem]:
+    """``questions_per_level`` problems of each level in ``config.levels``.
+
+    Generated (seeded by ``data_seed``) unless ``data_file`` names a JSONL file, from which the
+    first problems of each level are taken (fewer if the file has fewer).
+    """
+    if config.data_file is None:
+        return [
+            p
+            for level in config.levels
+            for p in generate_problems(level, config.questions_per_level, config.data_seed)
+        ]
+    problems = load_jsonl(config.data_file, skip_non_numeric=True)
+    out = []
+    for level in config.levels:
+        out.extend([p for p in problems if p.level == level][: config.questions_per_level])
+    return out
+
+
+def run_search(
+    config: SearchConfig, generator: ProgramGenerator, tokenizer: Any, *, progress: bool = True
+) -> SearchRun:
+    """Search every question of ``config``, resuming from its evaluation file, then write the
+    labels and the oracle study under ``config.output_dir``."""
+    problems = load_questions(config)
+    if not problems:
+        raise ValueError(f"no questions for levels {config.levels}")
+    prompt_tokenizer = tokenizer if config.chat_template else None
+    questions = [SearchQuestion(p, build_prompt(p.question, prompt_tokenizer)) for p in problems]
+    store = EvaluationStore(config.evaluations_path, config.store_meta())
+    results, stats = search_questions(
+        questions,
+        generator,
+        config.action_space(generator.depth),
+        config.mcts_settings(),
+        store,
+        max_tokens=config.max_tokens,
+        seed=config.seed,
+        questions_per_round=config.questions_per_round,
+        progress=progress,
+    )
+    records = [label_record(r, config.model, generator.depth) for r in results]
+    write_label_records(records, config.labels_path)
+    study, study_json, study_png = write_study(records, config.study_dir)
+    return SearchRun(records, stats, study, config.labels_path, study_json, study_png)

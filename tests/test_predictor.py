@@ -1,0 +1,459 @@
+"""The PoLar predictor: network, directory format and its errors, training, decoding, evaluation.
+
+Real parts throughout: the MiniLM encoder from its package and, for evaluation, SmolLM2 through
+the transformers reference generator. Training runs use a small depth to stay fast on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+
+from polar_vllm.cli import main
+from polar_vllm.data import MathProblem, answers_match, build_prompt, extract_answer
+from polar_vllm.generation import GenerationRequest, ReferenceProgramGenerator
+from polar_vllm.predictor import (
+    DecodeOptions,
+    PredictorConfig,
+    PredictorError,
+    init_random_predictor,
+    load_predictor,
+    predict_programs,
+    predict_scored,
+    save_predictor,
+)
+from polar_vllm.predictor.decoding import decode, decode_boundaries
+from polar_vllm.predictor.encoder import TextEncoder, resolve_encoder
+from polar_vllm.predictor.evaluation import EvalItem, MethodResult, evaluate, summarize
+from polar_vllm.predictor.labels import build_targets, read_labels
+from polar_vllm.predictor.network import PolarHead
+from polar_vllm.predictor.overhead import measure_overhead
+from polar_vllm.predictor.settings import TrainSettings, load_settings
+from polar_vllm.predictor.static_skip import layer_importance, static_skip_program
+from polar_vllm.predictor.training import encode_set, train_head
+from polar_vllm.program import format_program, full_program, parse_program
+
+REPO = Path(__file__).resolve().parents[1]
+TOY_DEPTH = 8
+APPLE_PROGRAM = "0-3,6-7"  # skip layers 4-5
+PEAR_PROGRAM = "0-3,2-3,4-7"  # repeat layers 2-3
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Any:
+    """One torch thread: far faster than two on the small, shared CPUs the tests run on."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def random_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained predictor for SmolLM2 (30 layers)."""
+    return init_random_predictor(tmp_path_factory.mktemp("random"), "smollm2-135m", 30, seed=1)
+
+
+@pytest.fixture(scope="module")
+def encoder() -> TextEncoder:
+    """The default frozen encoder."""
+    return TextEncoder("all-MiniLM-L6-v2")
+
+
+# --------------------------------------------------------------------------- network
+
+
+def test_head_shapes_param_count_and_padding() -> None:
+    config = PredictorConfig(model="m", depth=30)
+    head = PolarHead(config).eval()
+    params = sum(p.numel() for p in head.parameters())
+    assert 1_800_000 < params < 2_200_000
+    states = torch.randn(2, 7, 384)
+    mask = torch.tensor([[True] * 7, [True] * 4 + [False] * 3])
+    boundary, ops = head(states, mask)
+    assert boundary.shape == (2, 30) and ops.shape == (2, 30, 3)
+    # Padding is ignored: the short question gives the same logits alone, unpadded.
+    alone_boundary, alone_ops = head(states[1:, :4], mask[1:, :4])
+    torch.testing.assert_close(boundary[1:], alone_boundary, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ops[1:], alone_ops, atol=1e-5, rtol=1e-5)
+
+
+def test_encoder_from_package_and_unknown_name(encoder: TextEncoder) -> None:
+    assert (resolve_encoder("all-MiniLM-L6-v2") / "config.json").is_file()
+    batch = encoder.encode(["How many apples?", "A much longer question about many pears."])
+    assert batch.states.shape[0] == 2 and batch.states.shape[2] == 384
+    assert batch.mask[0].sum() < batch.mask[1].sum()
+    with pytest.raises(PredictorError, match="unknown encoder 'no-such-encoder'"):
+        resolve_encoder("no-such-encoder")
+
+
+# --------------------------------------------------------------------------- directory format
+
+
+def test_save_load_round_trip(random_dir: Path, tmp_path: Path) -> None:
+    predictor = load_predictor(random_dir, expected_depth=30, expected_model="smollm2-135m")
+    assert predictor.config.depth == 30 and predictor.config.model == "smollm2-135m"
+    copy = save_predictor(tmp_path / "copy", predictor.config, predictor.head)
+    again = load_predictor(copy)
+    assert again.config == predictor.config
+    for name, tensor in predictor.head.state_dict().items():
+        assert torch.equal(tensor, again.head.state_dict()[name]), name
+    questions = ["Tom has 3 apples and buys 4 more.", "Share 12 pears among 4 friends."]
+    programs = predict_programs(predictor, questions, top_k=3)
+    assert programs == predict_programs(again, questions, top_k=3)
+    assert [len(p) for p in programs] == [3, 3]
+    # A served model directory named like the target matches.
+    load_predictor(random_dir, expected_model="/models/SmolLM2-135M/")
+
+
+def _break(directory: Path, how: str) -> None:
+    config_path = directory / "config.yaml"
+    if how == "missing dir":
+        for path in directory.iterdir():
+            path.unlink()
+        directory.rmdir()
+    elif how == "missing config":
+        config_path.unlink()
+    elif how == "missing weights":
+        (directory / "model.safetensors").unlink()
+    elif how == "corrupt weights":
+        data = (directory / "model.safetensors").read_bytes()
+        (directory / "model.safetensors").write_bytes(b"\x07garbage" + data[40:200])
+    elif how == "bad yaml":
+        config_path.write_text("model: [unclosed\ndepth: 30\n")
+    elif how == "not a mapping":
+        config_path.write_text("- just\n- a list\n")
+    else:
+        record = yaml.safe_load(config_path.read_text())
+        if how == "wrong version":
+            record["format_version"] = 99
+        elif how == "wrong shape":
+            record["d_model"] = 128
+        config_path.write_text(yaml.safe_dump(record))
+
+
+@pytest.mark.parametrize(
+    ("how", "kwargs", "message"),
+    [
+        ("missing dir", {}, r"predictor directory .* does not exist"),
+        ("missing config", {}, r"has no config\.yaml \(expected config\.yaml and model"),
+        ("missing weights", {}, r"has no model\.safetensors"),
+        ("corrupt weights", {}, r"predictor weights .*model\.safetensors are unreadable"),
+        ("bad yaml", {}, r"config\.yaml is not valid YAML"),
+        ("not a mapping", {}, r"must be a YAML mapping, got list"),
+        ("wrong version", {}, r"format_version 99; this polar-vllm reads format_version 1"),
+        ("wrong shape", {}, r"tensor '.*' has shape .* expected .* from config\.yaml"),
+        (
+            "fine",
+            {"expected_depth": 24},
+            r"trained for a model of depth 30 but the served model has depth 24",
+        ),
+        (
+            "fine",
+            {"expected_model": "qwen2.5-coder-0.5b"},
+            r"targets model 'smollm2-135m' but the served model is 'qwen2\.5-coder-0\.5b'",
+        ),
+    ],
+)
+def test_load_errors(
+    random_dir: Path, tmp_path: Path, how: str, kwargs: dict[str, Any], message: str
+) -> None:
+    directory = tmp_path / "predictor"
+    directory.mkdir()
+    for name in ("config.yaml", "model.safetensors"):
+        (directory / name).write_bytes((random_dir / name).read_bytes())
+    _break(directory, how)
+    with pytest.raises(PredictorError, match=message) as info:
+        load_predictor(directory, **kwargs)
+    assert isinstance(info.value, ValueError)
+
+
+# --------------------------------------------------------------------------- labels and training
+
+
+def _record(rid: str, question: str, programs: list[str], depth: int = TOY_DEPTH) -> str:
+    valid = [list(parse_program(p, depth)) for p in programs]
+    return json.dumps(
+        {
+            "id": rid,
+            "level": 1,
+            "question": question,
+            "answer": "1",
+            "model": "toy",
+            "depth": depth,
+            "base_correct": True,
+            "evaluated": [{"program": v, "correct": True} for v in valid],
+            "valid_programs": valid,
+        }
+    )
+
+
+def test_label_targets_canonical_weights_and_filtering(tmp_path: Path) -> None:
+    path = tmp_path / "labels.jsonl"
+    lines = [
+        # full, a skip path, a repeat path, and a path outside the PoLar form (1-2 run twice,
+        # but not right after each other).
+        _record("a", "q a", ["full", "0-5", "0-3,2-3,4-7", "0-3,1-2,4-7"]),
+        _record("b", "q b", ["full"]),
+        _record("c", "q c", ["2-7,0-1"]),  # nothing fits the form: question dropped
+    ]
+    path.write_text("\n".join(lines) + "\n\n")
+    records = read_labels([path])
+    assert [r.id for r in records] == ["a", "b", "c"]
+    targets = build_targets(records, model="toy", depth=TOY_DEPTH)
+    assert [t.id for t in targets] == ["a", "b"]
+    a, b = targets
+    assert len(a.paths) == 3  # fewest executed layers first: 0-5 (6), full (8), repeat (10)
+    expected = [1 / 2.3, 0.3 / 2.3, 1 / 2.3]
+    assert [p.weight for p in a.paths] == pytest.approx(expected)
+    assert math.isclose(sum(p.weight for p in a.paths), 1.0)
+    assert a.paths[0].boundaries == (True, False, False, False, True, False, True, False)
+    assert a.paths[0].layer_ops == (1, 1, 1, 1, 1, 1, 0, 0)  # keep 0-3, keep 4-5, skip 6-7
+    assert a.paths[2].layer_ops == (1, 1, 2, 2, 1, 1, 1, 1)
+    assert [p.weight for p in b.paths] == [1.0]  # full alone keeps its whole weight
+    assert len(build_targets(records, model="toy", depth=TOY_DEPTH, max_paths=1)[0].paths) == 1
+    with pytest.raises(PredictorError, match="is for a model of depth 8, expected 30"):
+        build_targets(records, model="toy", depth=30)
+    with pytest.raises(PredictorError, match="is for model 'toy', expected 'other'"):
+        build_targets(records, model="other", depth=TOY_DEPTH)
+    path.write_text('{"id": "x"}\n')
+    with pytest.raises(PredictorError, match=r"labels\.jsonl:1: missing fields"):
+        read_labels([path])
+
+
+NAMES = ["Tom", "Maria", "Liam", "Aisha", "Noah", "Sofia"]
+PHRASES = [
+    "{n} has {x} {f} and buys {y} more. How many {f} does {n} have?",
+    "A basket holds {x} {f}. {n} adds {y} {f}. How many {f} are in the basket?",
+    "{n} picked {x} {f} on Monday and {y} {f} on Tuesday. How many {f} in total?",
+    "There are {x} {f} on the table and {n} eats {y} of them. How many {f} are left?",
+    "{n} shares {x} {f} equally among {y} friends. How many {f} does each get?",
+    "Each box has {x} {f}. How many {f} are in {y} boxes that {n} bought?",
+    "{n} sold {x} {f} in the morning and {y} {f} later. How many {f} were sold?",
+    "A shop had {x} {f} and got {y} more {f}. How many {f} does the shop have for {n}?",
+]
+HELD_OUT = [
+    "Grace sells {x} {f} at the market. How many {f} remain if she had {y}?",
+    "How many {f} does Felix need to fill {x} bowls with {y} {f} each?",
+]
+
+
+def _toy_labels(tmp_path: Path) -> Path:
+    lines = []
+    for i, name in enumerate(NAMES):
+        for j, phrase in enumerate(PHRASES):
+            for fruit, program in (("apples", APPLE_PROGRAM), ("pears", PEAR_PROGRAM)):
+                text = phrase.format(n=name, x=i + 3, y=j + 2, f=fruit)
+                lines.append(_record(f"{fruit}-{i}-{j}", text, [program]))
+    path = tmp_path / "toy_labels.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def toy_sets(tmp_path_factory: pytest.TempPathFactory, encoder: TextEncoder) -> Any:
+    """Encoded apple/pear training and validation sets (depth 8)."""
+    path = _toy_labels(tmp_path_factory.mktemp("toy"))
+    targets = build_targets(read_labels([path]), model="toy", depth=TOY_DEPTH)
+    return encode_set(targets[:64], encoder, TOY_DEPTH), encode_set(
+        targets[64:], encoder, TOY_DEPTH
+    )
+
+
+def test_training_is_reproducible(toy_sets: Any) -> None:
+    train, val = toy_sets
+    config = PredictorConfig(model="toy", depth=TOY_DEPTH)
+    settings = TrainSettings(epochs=2, batch_size=16, seed=3)
+    first = train_head(config, train, val, settings).head.state_dict()
+    second = train_head(config, train, val, settings).head.state_dict()
+    other = train_head(config, train, val, TrainSettings(epochs=2, batch_size=16, seed=4))
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert not all(torch.equal(first[k], v) for k, v in other.head.state_dict().items())
+
+
+def test_training_learns_question_dependent_programs(toy_sets: Any, tmp_path: Path) -> None:
+    train, val = toy_sets
+    config = PredictorConfig(model="toy", depth=TOY_DEPTH)
+    settings = TrainSettings(epochs=10, batch_size=16, seed=0)  # the default lr
+    result = train_head(config, train, val, settings)
+    history = result.history
+    assert history["train_loss"][-1] < 0.6 * history["train_loss"][0]
+    assert min(history["val_loss"]) < history["val_loss"][0]
+    assert result.best_val_loss == min(history["val_loss"])
+    predictor = load_predictor(save_predictor(tmp_path / "toy", config, result.head))
+    for fruit, expected in (("apples", APPLE_PROGRAM), ("pears", PEAR_PROGRAM)):
+        questions = [p.format(x=7, y=5, f=fruit) for p in HELD_OUT]
+        top = [ranked[0] for ranked in predict_programs(predictor, questions)]
+        assert [format_program(p) for p in top] == [
+            format_program(parse_program(expected, TOY_DEPTH))
+        ] * len(questions), fruit
+
+
+def test_train_and_predict_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    settings = yaml.safe_load((REPO / "configs/predictor/smoke.yaml").read_text())
+    settings["train"]["labels"] = [str(REPO / "configs/predictor/smoke_labels.jsonl")]
+    settings["train"]["epochs"] = 1
+    settings["predictor_dir"] = str(tmp_path / "smoke")
+    config_path = tmp_path / "smoke.yaml"
+    config_path.write_text(yaml.safe_dump(settings))
+    main(["train", "--config", str(config_path)])
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["best_epoch"] == 1
+    for name in ("config.yaml", "model.safetensors", "loss_curve.png", "train_history.json"):
+        assert (tmp_path / "smoke" / name).is_file(), name
+    trained = yaml.safe_load((tmp_path / "smoke/config.yaml").read_text())
+    assert trained["training"]["train_questions"] == 18
+    main(["predict", "--predictor", str(tmp_path / "smoke"), "--question", "2 + 3?"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 5 and lines[0].startswith("1. ") and "/30 layers" in lines[0]
+
+
+def test_run_configs_parse(tmp_path: Path) -> None:
+    for name in ("smollm2", "smoke"):
+        settings = load_settings(REPO / f"configs/predictor/{name}.yaml")
+        assert settings.model == "smollm2-135m"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: m\npredictor_dir: d\ntrain: {epoch: 3}\n")
+    with pytest.raises(PredictorError, match=r"train has unknown keys \['epoch'\]"):
+        load_settings(bad)
+    bad.write_text("model: m\npredictor_dir: d\neval: {backend: reference}\n")
+    with pytest.raises(PredictorError, match="reference backend is greedy only"):
+        load_settings(bad)
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1 - p))
+
+
+def test_boundaries_threshold_and_splitting() -> None:
+    logits = [-5.0, _logit(0.51), _logit(0.5), -3.0, -3.0, -3.0, -3.0, -3.0, 2.0, -2.0]
+    bits = decode_boundaries(logits)
+    # layer 0 always; 0.51 > 0.5 starts one, exactly 0.5 does not; 1..7 (7 layers) splits 4 + 3.
+    assert bits == (True, True, False, False, False, True, False, False, True, False)
+    assert decode_boundaries([-9.0] * 9, max_segment_len=4) == (
+        (True, False, False, False) * 2 + (True,)
+    )
+    assert decode_boundaries([9.0] * 3, threshold=0.9) == (True, True, True)
+
+
+def _ops(rows: list[tuple[float, float, float]]) -> torch.Tensor:
+    return torch.log(torch.tensor(rows, dtype=torch.float64))
+
+
+def test_beam_search_ranks_and_length_aware_preference() -> None:
+    depth = 4
+    boundary = torch.tensor([9.0, -9.0, 9.0, -9.0])  # segments 0-1 and 2-3
+    op = _ops([(0.1, 0.6, 0.3), (0.1, 0.6, 0.3), (0.45, 0.46, 0.09), (0.45, 0.46, 0.09)])
+    ranked = decode(boundary, op, DecodeOptions(beam_width=5))
+    programs = [format_program(r.program) for r in ranked]
+    # top-2 ops per segment: {keep, repeat} x {keep, skip}, by summed log-probability
+    assert programs == ["0-3", "0-1", "0-1,0-3", "0-1,0-1"]
+    scores = [r.score for r in ranked]
+    assert scores == sorted(scores, reverse=True)
+    assert math.isclose(scores[0], math.log(0.6) + math.log(0.46))
+    assert len(decode(boundary, op, DecodeOptions(beam_width=2))) == 2
+    # Keep barely beats skip on segment 2-3; length-aware decoding prefers running fewer layers.
+    aware = decode(boundary, op, DecodeOptions(length_aware=True, length_penalty=0.1))
+    assert format_program(aware[0].program) == "0-1"
+    assert len(aware[0].program) < len(ranked[0].program)
+    # Exactly equal scores: skip (fewer layers) wins under length-aware decoding.
+    tie = _ops([(0.5, 0.5, 1e-9)] * depth)
+    aware_tie = decode(torch.tensor([9.0, -9.0, -9.0, -9.0]), tie, DecodeOptions(length_aware=True))
+    assert aware_tie[0].program == ()
+
+
+def test_predict_batched_equals_single_and_length_aware(random_dir: Path) -> None:
+    predictor = load_predictor(random_dir)
+    questions = [f"Noah has {n} marbles and loses {n - 1}. How many are left?" for n in (3, 9, 20)]
+    batched = predict_programs(predictor, questions, top_k=5)
+    single = [predict_programs(predictor, [q], top_k=5)[0] for q in questions]
+    assert batched == single
+    assert all(1 <= len(ranked) <= 5 for ranked in batched)
+    for ranked in predict_scored(predictor, questions, top_k=5, length_aware=True):
+        assert [r.score for r in ranked] == sorted((r.score for r in ranked), reverse=True)
+    with pytest.raises(ValueError, match="top_k must be >= 1"):
+        predict_programs(predictor, questions, top_k=0)
+
+
+def test_overhead_measurement(random_dir: Path) -> None:
+    predictor = load_predictor(random_dir)
+    result = measure_overhead(predictor, ["What is 2 + 2?"] * 4, repeats=1)
+    assert result["batch_size"] == 4
+    assert result["total_ms"] == pytest.approx(
+        result["encoder_ms"] + result["head_ms"] + result["decoding_ms"]
+    )
+    assert all(result[k] > 0 for k in ("encoder_ms", "head_ms", "decoding_ms"))
+
+
+# --------------------------------------------------------------------------- baselines and eval
+
+
+def test_static_skip_selection(reference_model: Any, tokenizer: Any) -> None:
+    assert static_skip_program([0.5, 0.1, 0.3, 0.1, 0.9], 2) == (0, 2, 4)
+    assert static_skip_program([0.2] * 4, 0) == (0, 1, 2, 3)
+    with pytest.raises(ValueError, match=r"must drop 0\.\.3 layers"):
+        static_skip_program([0.2] * 4, 4)
+    prompts = [build_prompt(q, tokenizer) for q in ("What is 3 + 4?", "Tom has 5 pens.")]
+    importance = layer_importance(reference_model, tokenizer, prompts)
+    assert len(importance) == 30
+    assert all(0.0 <= value <= 2.0 for value in importance)
+    program = static_skip_program(importance, 3)
+    dropped = set(range(30)) - set(program)
+    assert len(program) == 27 and max(importance[i] for i in dropped) <= min(
+        importance[i] for i in program
+    )
+
+
+def test_method_result_pass_at_k() -> None:
+    greedy = MethodResult([False, True, True], [30, 26, 28], ["0-29", "x", "y"])
+    assert greedy.pass1 == 0.0 and greedy.pass5 == 1.0
+    sampled = MethodResult([True, False, False, True, False], [30] * 5, ["0-29"] * 5, True)
+    assert sampled.pass1 == 0.4 and sampled.pass5 == 1.0
+    late = MethodResult([False] * 5 + [True], [30] * 6, ["0-29"] * 6)
+    assert late.pass5 == 0.0  # only the first 5 attempts count
+
+
+def test_eval_metrics_on_reference_generator(
+    reference_model: Any, tokenizer: Any, random_dir: Path
+) -> None:
+    generator = ReferenceProgramGenerator(reference_model, tokenizer)
+    predictor = load_predictor(random_dir, expected_depth=30, expected_model="smollm2-135m")
+    items = [
+        EvalItem(MathProblem("p1", "What is 2 + 3?", "5", 1, "test"), "level 1"),
+        EvalItem(MathProblem("p2", "What is 10 - 4?", "6", 2, "test"), "ood level 2", ood=True),
+    ]
+    static = tuple(i for i in range(30) if i not in (26, 27))
+    results = evaluate(
+        generator, tokenizer, predictor, items, max_tokens=4, top_k=2, static_program=static
+    )
+    groups = results["groups"]
+    assert set(groups) == {"level 1", "ood level 2", "in_distribution", "ood"}
+    assert set(groups["level 1"]) == {"greedy_full", "static_skip", "polar"}
+    assert results["best_temperature"] is None and results["sampling_grid"] == {}
+    # Recompute greedy and polar answers independently through the generator.
+    for index, item in enumerate(items):
+        group = groups[item.group]
+        prompt = build_prompt(item.problem.question, tokenizer)
+        text = generator.generate([GenerationRequest(prompt, full_program(30), 4)])[0]
+        expected = float(answers_match(extract_answer(text), item.problem.answer))
+        assert group["greedy_full"]["pass@1"] == expected
+        assert group["greedy_full"]["pass@5"] == expected
+        assert group["greedy_full"]["avg_layers"] == 30
+        assert group["static_skip"]["avg_layers"] == 28
+        record = results["items"][index]
+        top = predict_programs(predictor, [item.problem.question], top_k=2)[0]
+        assert record["polar"]["programs"] == [format_program(p) for p in top]
+        assert group["polar"]["avg_layers"] == len(top[0])
+        assert group["polar"]["pass@1"] == float(record["polar"]["correct"][0])
+        assert group["polar"]["pass@5"] == float(any(record["polar"]["correct"]))
+    overall = summarize(items, {"x": [MethodResult([True], [30], ["0-29"])] * 2})
+    assert overall["in_distribution"]["x"]["n"] == 1 and overall["ood"]["x"]["pass@1"] == 1.0
