@@ -10,7 +10,12 @@ Program sets (depth D):
 * ``full``: every request runs 0..D-1 (PoLar's overhead);
 * ``h50``, ``h75``, ``h90``: every request runs one program with 50/75/90% of the layers;
 * ``r110``, ``r125``: every request runs one program that repeats 10/25% of the layers;
-* ``mixed``: each request draws one of 8 seeded random PoLar-form programs (60-120% of D).
+* ``mixed``: each request draws one of 8 seeded random PoLar-form programs (60-120% of D);
+* ``labels``: request i runs the shortest valid program of question i of a search label file
+  (``--labels``; questions without a valid program are left out): the heterogeneous mix an
+  oracle predictor would send;
+* ``predicted``: each request runs the program a trained predictor (``--predictor``) chooses
+  for its question.
 
 Reported per (workload, batch size, program set): generated tokens/s, requests/s, mean time
 to first token, mean executed layers, KV-cache bytes per request and the ratio to stock's
@@ -42,11 +47,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from polar_vllm.bundled import BUNDLED_MODELS, prepare_model
 from polar_vllm.config import PolarConfig
 from polar_vllm.data import build_prompt, generate_problems
+from polar_vllm.predictor import load_predictor
 from polar_vllm.program import Program, format_program, full_program
 from polar_vllm.program_sets import homogeneous_program, random_polar_programs
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PROGRAM_SETS = ("full", "h50", "h75", "h90", "r110", "r125", "mixed")
+PROGRAM_SETS = ("full", "h50", "h75", "h90", "r110", "r125", "mixed", "labels", "predicted")
 WORKLOADS = ("math", "long")
 STOCK = "stock"
 
@@ -66,8 +72,33 @@ class Measurement:
     kv_bytes_per_request: float
 
 
-def program_set(name: str, depth: int, batch_size: int, seed: int) -> list[Program]:
-    """The program of each of ``batch_size`` requests under program set ``name``."""
+@dataclass(frozen=True)
+class ProgramSources:
+    """Programs from outside the benchmark: a pool from search labels, and a predictor."""
+
+    label_pool: tuple[Program, ...] = ()
+    predictor: Any = None
+
+
+def label_pool(path: Path, depth: int) -> tuple[Program, ...]:
+    """The shortest valid program of each question of a search label file (model depth
+    ``depth``), in file order; questions without a valid program are left out."""
+    from polar_vllm.search import read_label_records
+
+    pool = []
+    for record in read_label_records([path]):
+        if record["depth"] == depth and record["valid_programs"]:
+            pool.append(tuple(min(record["valid_programs"], key=len)))
+    if not pool:
+        raise ValueError(f"{path} has no valid program for a model of depth {depth}")
+    return tuple(pool)
+
+
+def program_set(
+    name: str, depth: int, questions: list[str], seed: int, sources: ProgramSources
+) -> list[Program]:
+    """The program of each request (one per question) under program set ``name``."""
+    batch_size = len(questions)
     if name == "full":
         return [full_program(depth)] * batch_size
     if name[0] in "hr" and name[1:].isdigit():
@@ -75,27 +106,41 @@ def program_set(name: str, depth: int, batch_size: int, seed: int) -> list[Progr
     if name == "mixed":
         pool = random_polar_programs(depth, 8, seed)
         return [pool[index % len(pool)] for index in range(batch_size)]
+    if name == "labels":
+        if not sources.label_pool:
+            raise ValueError("program set 'labels' needs --labels FILE")
+        return [sources.label_pool[i % len(sources.label_pool)] for i in range(batch_size)]
+    if name == "predicted":
+        if sources.predictor is None:
+            raise ValueError("program set 'predicted' needs --predictor DIR")
+        from polar_vllm.predictor import predict_programs
+
+        return [tuple(ranked[0]) for ranked in predict_programs(sources.predictor, questions, 1)]
     raise ValueError(f"unknown program set {name!r}; known: {PROGRAM_SETS}")
 
 
-def workload_prompts(name: str, tokenizer: Any, count: int, seed: int) -> list[str]:
-    """``count`` prompts: chat-formatted math questions, or long (~400-token) documents."""
+def workload_prompts(
+    name: str, tokenizer: Any, count: int, seed: int
+) -> tuple[list[str], list[str]]:
+    """``count`` prompts and the question each asks: chat-formatted math questions, or long
+    (~400-token) documents that end with the question."""
     problems = [
         problem
         for level in range(1, 6)
         for problem in generate_problems(level, (count + 4) // 5, seed + level)
     ][:count]
+    questions = [problem.question for problem in problems]
     if name == "math":
-        return [build_prompt(problem.question, tokenizer) for problem in problems]
+        return [build_prompt(question, tokenizer) for question in questions], questions
     if name == "long":
         documents = []
         for index in range(len(problems)):
-            context = " ".join(other.question for other in problems[index:] + problems[:index])
+            context = " ".join(questions[index:] + questions[:index])
             words = context.split()[:300]
             documents.append(
                 build_prompt(" ".join(words) + "\n\nAnswer the first question.", tokenizer)
             )
-        return documents
+        return documents, questions
     raise ValueError(f"unknown workload {name!r}; known: {WORKLOADS}")
 
 
@@ -222,8 +267,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2-135m", choices=sorted(BUNDLED_MODELS))
-    parser.add_argument("--batch-sizes", default="1,16,64")
-    parser.add_argument("--programs", default=",".join(PROGRAM_SETS))
+    parser.add_argument("--batch-sizes", default="1,8,32,128")
+    parser.add_argument(
+        "--programs",
+        default=None,
+        help="comma-separated program sets (default: all that need no input, plus 'labels' "
+        "and 'predicted' when --labels / --predictor are given; --quick: full,h75,mixed)",
+    )
     parser.add_argument("--workloads", default="math")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
@@ -231,6 +281,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--dtype", default="float32", help="float32: CPUs without AVX-512 run bf16 slowly"
     )
     parser.add_argument("--loop-layers", default="all")
+    parser.add_argument("--labels", type=Path, help="search label file for the 'labels' set")
+    parser.add_argument("--predictor", type=Path, help="predictor dir for the 'predicted' set")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tag", default=None, help="results file suffix (default: device)")
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
@@ -238,13 +290,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.batch_sizes, args.max_tokens, args.repeats = "1,4", 8, 1
-        args.programs = "full,h75,mixed"
         args.tag = args.tag or "quick"
     args.batch_sizes = [int(size) for size in args.batch_sizes.split(",")]
+    if args.programs is None:
+        base = ["full", "h75", "mixed"] if args.quick else list(PROGRAM_SETS[:7])
+        base += ["labels"] if args.labels else []
+        args.programs = ",".join(base + (["predicted"] if args.predictor else []))
     args.programs = args.programs.split(",")
     args.workloads = args.workloads.split(",")
-    for name in args.programs:
-        program_set(name, 30, 1, args.seed)  # fail fast on an unknown name
+    unknown = sorted(set(args.programs) - set(PROGRAM_SETS))
+    if unknown:
+        parser.error(f"unknown program sets {unknown}; known: {PROGRAM_SETS}")
+    if "labels" in args.programs and args.labels is None:
+        parser.error("program set 'labels' needs --labels FILE")
+    if "predicted" in args.programs and args.predictor is None:
+        parser.error("program set 'predicted' needs --predictor DIR")
     return args
 
 
@@ -260,6 +320,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     stock_llm = make_engine(model_dir, polar=False, args=args)
     polar_llm = make_engine(model_dir, polar=True, args=args)
     depth = int(polar_llm.llm_engine.model_config.hf_config.num_hidden_layers)
+    sources = ProgramSources(
+        label_pool(args.labels, depth) if args.labels else (),
+        load_predictor(args.predictor, expected_depth=depth) if args.predictor else None,
+    )
     slots = {STOCK: kv_slots(depth, None), "polar": kv_slots(depth, args.loop_layers)}
     hf_config = polar_llm.llm_engine.model_config.hf_config
     head_dim = hf_config.hidden_size // hf_config.num_attention_heads
@@ -271,7 +335,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ]
     measurements: list[Measurement] = []
     for workload, batch_size, repeat in tqdm(plan, desc="throughput", unit="round"):
-        prompts = workload_prompts(workload, tokenizer, batch_size, args.seed)
+        prompts, questions = workload_prompts(workload, tokenizer, batch_size, args.seed)
         prompt_tokens = statistics.fmean(len(tokenizer(p).input_ids) for p in prompts)
         tokens_per_request = prompt_tokens + args.max_tokens
         variants = [STOCK, *args.programs]
@@ -280,7 +344,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for variant in variants:
             engine = stock_llm if variant == STOCK else polar_llm
             programs = (
-                None if variant == STOCK else program_set(variant, depth, batch_size, args.seed)
+                None
+                if variant == STOCK
+                else program_set(variant, depth, questions, args.seed, sources)
             )
             seconds, tokens, ttft = run_once(engine, prompts, programs, args.max_tokens)
             executed = depth if programs is None else statistics.fmean(map(len, programs))

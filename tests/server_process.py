@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,3 +84,26 @@ def failed_start(model: str, *flags: str, timeout: float = 300) -> str:
     if completed.returncode == 0:
         raise AssertionError("vllm serve started although it should have refused")
     return completed.stdout + completed.stderr
+
+
+def post_json(url: str, body: dict) -> tuple[int, dict]:
+    """POST ``body`` as JSON; the HTTP status and the JSON answer (error answers too)."""
+    request = urllib.request.Request(
+        url, json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def polar_metrics(server: str) -> dict[str, float]:
+    """The server's ``polar_*`` Prometheus samples, by name with labels."""
+    with urllib.request.urlopen(f"{server}/metrics", timeout=30) as response:
+        lines = response.read().decode().splitlines()
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in lines
+        if line.startswith("polar_")
+    }

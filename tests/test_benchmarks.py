@@ -11,6 +11,9 @@ from types import ModuleType
 
 import pytest
 
+from polar_vllm.predictor import init_random_predictor
+from polar_vllm.search import write_label_records
+
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
@@ -38,8 +41,21 @@ def _check_throughput_results(results: dict, batch_sizes: list[int], variants: s
 
 def test_throughput_benchmark_quick(tmp_path):
     throughput = _load("throughput")
-    results = throughput.main(["--quick", "--results-dir", str(tmp_path)])
-    _check_throughput_results(results, [1, 4], {"full", "h75", "mixed"})
+    labels = tmp_path / "labels.jsonl"
+    valid = [[*range(10), 8, 9, *range(10, 30)], [*range(20), *range(25, 30)]]
+    records = [
+        {"id": "a", "depth": 30, "valid_programs": [list(range(30)), valid[0]]},
+        {"id": "b", "depth": 30, "valid_programs": []},
+        {"id": "c", "depth": 30, "valid_programs": [valid[1]]},
+    ]
+    write_label_records(records, labels)
+    predictor = init_random_predictor(tmp_path / "predictor", "smollm2-135m", 30)
+    argv = ["--quick", "--results-dir", str(tmp_path), "--labels", str(labels)]
+    results = throughput.main([*argv, "--predictor", str(predictor)])
+    _check_throughput_results(results, [1, 4], {"full", "h75", "mixed", "labels", "predicted"})
+    by_key = {(row["batch_size"], row["variant"]): row for row in results["rows"]}
+    assert by_key[1, "labels"]["mean_executed_layers"] == 30  # a: full is its shortest
+    assert by_key[4, "labels"]["mean_executed_layers"] == (30 + 25 + 30 + 25) / 4
     assert json.loads((tmp_path / "throughput_quick.json").read_text())["rows"]
     assert (tmp_path / "throughput_quick.png").stat().st_size > 0
 
@@ -65,3 +81,15 @@ def test_executor_core_benchmark_quick(tmp_path):
     executor_core = _load("executor_core")
     assert executor_core.main(["--quick", "--out", str(tmp_path)]) == 0
     assert list(tmp_path.glob("executor_core_*.json")) and list(tmp_path.glob("*.png"))
+
+
+def test_predictor_overhead_benchmark_quick(tmp_path):
+    predictor_overhead = _load("predictor_overhead")
+    argv = ["--batch-sizes", "1,2", "--repeats", "1", "--engine-repeats", "1"]
+    argv += ["--max-tokens", "4", "--results-dir", str(tmp_path), "--tag", "t"]
+    report = predictor_overhead.main(argv)
+    assert [row["batch_size"] for row in report["rows"]] == [1, 2]
+    for row in report["rows"]:
+        assert row["total_ms"] > 0 and row["generation_s"] > 0
+        assert 0 < row["share_of_latency"] < 1
+    assert json.loads((tmp_path / "predictor_overhead_t.json").read_text()) == report

@@ -26,7 +26,9 @@ from polar_vllm.predictor import (
     load_predictor,
     predict_programs,
     predict_scored,
+    resolve_predictor_dir,
     save_predictor,
+    shipped_predictors,
 )
 from polar_vllm.predictor.decoding import decode, decode_boundaries
 from polar_vllm.predictor.encoder import TextEncoder, resolve_encoder
@@ -312,6 +314,24 @@ def test_train_and_predict_commands(tmp_path: Path, capsys: pytest.CaptureFixtur
     main(["predict", "--predictor", str(tmp_path / "smoke"), "--question", "2 + 3?"])
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 5 and lines[0].startswith("1. ") and "/30 layers" in lines[0]
+
+    settings["train"]["levels"] = [2]  # the smoke labels hold 12 questions of each level
+    config_path.write_text(yaml.safe_dump(settings))
+    main(["train", "--config", str(config_path)])
+    trained = yaml.safe_load((tmp_path / "smoke/config.yaml").read_text())
+    assert trained["training"]["train_questions"] == 9
+    settings["train"]["levels"] = [4]
+    config_path.write_text(yaml.safe_dump(settings))
+    with pytest.raises(PredictorError, match=r"no records of levels \(4,\)"):
+        main(["train", "--config", str(config_path)])
+
+
+def test_shipped_predictor_by_name(smollm2_dir: str) -> None:
+    assert "smollm2-135m" in shipped_predictors()
+    predictor = load_predictor("smollm2-135m", expected_depth=30, expected_model=smollm2_dir)
+    assert predictor.config.depth == 30 and not predictor.config.training.get("untrained")
+    with pytest.raises(PredictorError, match=r"no shipped predictor is named 'nope'.*smollm2-135m"):
+        resolve_predictor_dir("nope")
 
 
 def test_run_configs_parse(tmp_path: Path) -> None:

@@ -501,3 +501,75 @@ def test_speed_benchmark_reference_side(tmp_path):
     row = results["backends"]["reference"]
     assert row["programs"] == 2 and row["programs_per_s"] > 0
     assert json.loads((tmp_path / "search_speed_t.json").read_text()) == results
+
+
+class RecordingGenerator:
+    """Passes requests through to a real generator and records each call."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.depth = inner.depth
+        self.calls: list[list[GenerationRequest]] = []
+        self.texts: dict[tuple[str, tuple[int, ...]], str] = {}
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
+        self.calls.append(list(requests))
+        texts = self.inner.generate(requests)
+        self.texts.update({(r.prompt, r.program): t for r, t in zip(requests, texts, strict=True)})
+        return texts
+
+
+def test_engine_search_batches_rounds_and_matches_reference(
+    polar_llm, reference_model, tokenizer, tmp_path
+):
+    """MCTS through the real PoLar engine: one engine call per round holding the candidates of
+    every active question, and the engine's answers equal the transformers reference's."""
+    from polar_vllm.data import build_prompt, generate_problems
+    from polar_vllm.generation import ReferenceProgramGenerator, VllmProgramGenerator
+
+    problems = generate_problems(1, 3, 7)
+    questions = [SearchQuestion(p, build_prompt(p.question, tokenizer)) for p in problems]
+    engine = RecordingGenerator(VllmProgramGenerator(polar_llm))
+    space = ActionSpace(30, *length_window(30, 0.65, 1.25))
+    results, stats = search_questions(
+        questions,
+        engine,
+        space,
+        MctsSettings(simulations=6, leaves_per_round=3),
+        EvaluationStore(tmp_path / "evals.jsonl", {"model": "smollm2-135m", "max_tokens": 4}),
+        max_tokens=4,
+        seed=0,
+        progress=False,
+    )
+    assert [len(call) for call in engine.calls] == [3, 9, 9]
+    assert all(len({r.prompt for r in call}) == 3 for call in engine.calls)
+    assert stats.generate_calls == 3 and stats.generated == 21
+    for result in results:
+        assert len(result.evaluated) == 7 and result.evaluated[0][0] == full_program(30)
+        assert len({program for program, _ in result.evaluated}) == 7
+    requests = [r for call in engine.calls for r in call]
+    reference = ReferenceProgramGenerator(reference_model, tokenizer).generate(requests)
+    same = sum(
+        engine.texts[(r.prompt, r.program)] == t for r, t in zip(requests, reference, strict=True)
+    )
+    assert same >= 0.95 * len(requests)
+
+
+def test_engine_generator_samples_through_chunked_prefills(polar_llm, tokenizer):
+    """Sampled requests with seeds in a batch whose prefills are chunked (more prompt tokens
+    than one step's 4096-token budget): on the CPU build the generator drops the seeds, which
+    would kill the engine there, and every request completes."""
+    from polar_vllm.data import build_prompt, generate_problems
+    from polar_vllm.generation import VllmProgramGenerator
+
+    generator = VllmProgramGenerator(polar_llm)
+    assert generator.seeded is False  # the CPU build
+    problems = generate_problems(5, 48, 11)
+    prompts = [build_prompt(p.question, tokenizer) for p in problems]
+    assert sum(len(tokenizer(p).input_ids) for p in prompts) > 4096
+    requests = [
+        GenerationRequest(prompt, full_program(30), max_tokens=2, temperature=0.7, seed=index)
+        for index, prompt in enumerate(prompts)
+    ]
+    texts = generator.generate(requests)
+    assert len(texts) == len(requests) and all(isinstance(text, str) for text in texts)

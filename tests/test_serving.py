@@ -5,16 +5,13 @@ input, and a bounded load test. Offline results come from the session's PoLar en
 from __future__ import annotations
 
 import asyncio
-import json
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import openai
 import pytest
 from engine_checks import generate
-from server_process import failed_start, vllm_server
+from server_process import failed_start, polar_metrics, post_json, vllm_server
 
 PROGRAMS = ("full", "0-9,8-9,10-29", "0-4,8-13,16-21,24-29", "", "0-29,0-29", "0-14,10-29")
 PROMPTS = ("The capital of France is", "Tom has 7 apples and buys 5 more. Now he has")
@@ -50,17 +47,6 @@ def _complete(client: openai.OpenAI, model: str, prompt: str, program: str | Non
         temperature=0,
         extra_body=_xargs(program),
     )
-
-
-def _post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(
-        url, json.dumps(body).encode(), {"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
 
 
 def test_concurrent_completions_equal_offline_results(client, model_name, polar_llm):
@@ -138,35 +124,26 @@ def test_bad_program_is_http_400_and_server_keeps_serving(client, model_name, xa
 
 
 def test_program_route(server):
-    status, body = _post(f"{server}/polar/program", {"prompt": "hello"})
+    status, body = post_json(f"{server}/polar/program", {"prompt": "hello"})
     assert status == 200
     assert body == {"program": "0-29", "executed_layers": 30, "depth": 30, "source": "default"}
-    status, body = _post(
+    status, body = post_json(
         f"{server}/polar/program",
         {"messages": [{"role": "user", "content": "hi"}], "polar_program": "0-9,8-9,10-29"},
     )
     assert (status, body["program"], body["executed_layers"]) == (200, "0-9,8-29", 32)
     assert body["source"] == "request"
-    status, body = _post(f"{server}/polar/program", {"prompt": "x", "polar_program": "0-40"})
+    status, body = post_json(f"{server}/polar/program", {"prompt": "x", "polar_program": "0-40"})
     assert status == 400 and "depth 30" in body["error"]
-    status, body = _post(f"{server}/polar/program", {"nothing": 1})
+    status, body = post_json(f"{server}/polar/program", {"nothing": 1})
     assert status == 400
 
 
 def test_metrics_count_requests_and_executed_layers(server, client, model_name):
-    def scrape() -> dict[str, float]:
-        with urllib.request.urlopen(f"{server}/metrics", timeout=30) as response:
-            lines = response.read().decode().splitlines()
-        return {
-            line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
-            for line in lines
-            if line.startswith("polar_")
-        }
-
-    before = scrape()
+    before = polar_metrics(server)
     _complete(client, model_name, PROMPTS[0], "0-9,8-9,10-29")
     _complete(client, model_name, PROMPTS[0], None)
-    after = scrape()
+    after = polar_metrics(server)
 
     def delta(name: str) -> float:
         return after.get(name, 0.0) - before.get(name, 0.0)
@@ -207,4 +184,4 @@ def test_load_200_concurrent_mixed_programs(client, model_name):
 
 def test_server_refuses_missing_predictor_directory(smollm2_dir, tmp_path):
     output = failed_start(smollm2_dir, "--polar-predictor", str(tmp_path / "missing"))
-    assert "no predictor directory" in output
+    assert "predictor directory" in output and "does not exist" in output

@@ -10,6 +10,8 @@ as stock:
   program checking and cache salt in the front end (:mod:`.input_processor`);
 * ``GPUModelRunner._model_forward`` (inherited by the CPU runner): the batch's programs reach
   the model (:mod:`.model_runner`);
+* ``LLM.generate``: one batched predictor call for all prompts of an offline batch
+  (:mod:`.offline`);
 * the OpenAI server's chat handler and app (:mod:`.serving`): the last user message feeds the
   predictor, and the ``/polar/program`` route.
 
@@ -40,6 +42,7 @@ def _wrap(owner: type, name: str, wrapper_factory) -> None:
 def install() -> None:
     """Install the PoLar hooks into vLLM (idempotent)."""
     from vllm.engine.arg_utils import EngineArgs
+    from vllm.entrypoints.llm import LLM
     from vllm.v1.engine.async_llm import AsyncLLM
     from vllm.v1.engine.input_processor import InputProcessor
     from vllm.v1.worker.gpu_model_runner import GPUModelRunner
@@ -51,6 +54,7 @@ def install() -> None:
         polar_process_inputs,
     )
     from .model_runner import polar_model_forward
+    from .offline import polar_generate
     from .serving import install_serving_hooks
 
     _wrap(EngineArgs, "create_engine_config", polar_engine_config)
@@ -58,4 +62,5 @@ def install() -> None:
     _wrap(InputProcessor, "process_inputs", polar_process_inputs)
     _wrap(AsyncLLM, "add_request", polar_add_request)
     _wrap(GPUModelRunner, "_model_forward", polar_model_forward)
+    _wrap(LLM, "generate", polar_generate)
     install_serving_hooks(_wrap)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -43,7 +42,8 @@ def apply_polar_arguments(args: argparse.Namespace) -> None:
     """Fold ``--polar`` / ``--polar-predictor`` into ``args.additional_config``.
 
     Raises:
-        SystemExit: the predictor directory does not exist (the server refuses to start).
+        SystemExit: the predictor is neither a directory nor a shipped predictor's name (the
+            server refuses to start).
     """
     predictor = getattr(args, "polar_predictor", None)
     if not getattr(args, "polar", False) and predictor is None:
@@ -53,10 +53,13 @@ def apply_polar_arguments(args: argparse.Namespace) -> None:
         additional = json.loads(additional)
     settings = dict(additional.get(POLAR_CONFIG_KEY) or {})
     if predictor is not None:
-        directory = Path(predictor).expanduser()
-        if not directory.is_dir():
-            raise SystemExit(f"--polar-predictor: no predictor directory at {directory}")
-        settings["predictor"] = str(directory.resolve())
+        from polar_vllm.predictor.errors import PredictorError
+        from polar_vllm.predictor.shipped import resolve_predictor_dir
+
+        try:
+            settings["predictor"] = str(resolve_predictor_dir(predictor).resolve())
+        except PredictorError as error:
+            raise SystemExit(f"--polar-predictor: {error}") from None
     args.additional_config = {**additional, POLAR_CONFIG_KEY: settings}
 
 

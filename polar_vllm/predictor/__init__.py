@@ -6,13 +6,15 @@
 * :mod:`.labels` / :mod:`.training`: search labels -> targets -> trained head;
 * :mod:`.decoding` / :mod:`.predict`: logits -> ranked programs, batched;
 * :mod:`.static_skip`, :mod:`.evaluation`, :mod:`.eval_run`: baselines and evaluation;
-* :mod:`.overhead`: per-request predictor time.
+* :mod:`.overhead`: per-request predictor time;
+* :mod:`.shipped`: predictors shipped in the package, by model name.
 """
 
 from polar_vllm.predictor.config import FORMAT_VERSION, PredictorConfig
 from polar_vllm.predictor.decoding import DecodeOptions, ScoredProgram, decode
 from polar_vllm.predictor.errors import PredictorError
 from polar_vllm.predictor.predict import predict_programs, predict_scored
+from polar_vllm.predictor.shipped import resolve_predictor_dir, shipped_predictors
 from polar_vllm.predictor.storage import (
     Predictor,
     init_random_predictor,
@@ -32,5 +34,7 @@ __all__ = [
     "load_predictor",
     "predict_programs",
     "predict_scored",
+    "resolve_predictor_dir",
     "save_predictor",
+    "shipped_predictors",
 ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -55,10 +54,12 @@ def build_items(settings: EvalSettings) -> tuple[list[EvalItem], list[str]]:
 
 def vllm_generator(model_dir: str, dtype: str) -> ProgramGenerator:
     """A PoLar-enabled vLLM engine on ``model_dir`` behind a program generator."""
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     from vllm import LLM
 
+    from polar_vllm.compat.batch_jobs import batch_job_environment
     from polar_vllm.generation import VllmProgramGenerator
+
+    batch_job_environment()
 
     llm = LLM(model=model_dir, additional_config={"polar": {}}, enforce_eager=True, dtype=dtype)
     return VllmProgramGenerator(llm, use_tqdm=True)

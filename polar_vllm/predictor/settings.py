@@ -42,6 +42,8 @@ class TrainSettings:
         seed: Seed of initialisation, validation split, shuffling and dropout.
         encoder: Frozen text encoder name or path.
         dropout: Dropout in the head.
+        levels: When set, only label records of these difficulty levels are used (the others
+            stay held out, e.g. for an out-of-distribution evaluation).
     """
 
     labels: tuple[str, ...] = ()
@@ -56,6 +58,7 @@ class TrainSettings:
     seed: int = 0
     encoder: str = DEFAULT_ENCODER
     dropout: float = 0.1
+    levels: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from polar_vllm.predictor.config import (
 from polar_vllm.predictor.encoder import TextEncoder
 from polar_vllm.predictor.errors import PredictorError
 from polar_vllm.predictor.network import PolarHead
+from polar_vllm.predictor.shipped import resolve_predictor_dir
 
 __all__ = [
     "Predictor",
@@ -108,7 +109,8 @@ def load_predictor(
     """Load the predictor in ``directory``, checked against the served model.
 
     Args:
-        directory: A predictor directory (``config.yaml`` + ``model.safetensors``).
+        directory: A predictor directory (``config.yaml`` + ``model.safetensors``), or the
+            name of a shipped predictor (:func:`~polar_vllm.predictor.shipped.shipped_predictors`).
         expected_depth: The served model's number of layers; a different ``depth`` is an error.
         expected_model: The served model's name or path; see
             :func:`~polar_vllm.predictor.config.model_matches`.
@@ -119,6 +121,8 @@ def load_predictor(
             unknown format version, depth or model mismatch.
     """
     directory = Path(directory)
+    if not directory.exists():
+        directory = resolve_predictor_dir(directory)  # a shipped predictor's name, or an error
     config_path, weights_path = _check_directory(directory)
     config = read_config(config_path)
     if expected_depth is not None and config.depth != expected_depth:

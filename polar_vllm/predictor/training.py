@@ -36,7 +36,7 @@ from tqdm import tqdm
 from polar_vllm.predictor.config import OP_SPACE, PredictorConfig
 from polar_vllm.predictor.encoder import TextEncoder
 from polar_vllm.predictor.errors import PredictorError
-from polar_vllm.predictor.labels import QuestionTargets, build_targets, read_labels
+from polar_vllm.predictor.labels import LabelRecord, QuestionTargets, build_targets, read_labels
 from polar_vllm.predictor.network import PolarHead
 from polar_vllm.predictor.settings import RunSettings, TrainSettings
 from polar_vllm.predictor.storage import save_predictor
@@ -238,6 +238,11 @@ def _split_validation(
     return train, [t for i, t in enumerate(targets) if i in held]
 
 
+def _of_levels(records: list[LabelRecord], levels: tuple[int, ...] | None) -> list[LabelRecord]:
+    """The records of ``levels`` (all records when ``levels`` is ``None``)."""
+    return records if levels is None else [r for r in records if r.level in levels]
+
+
 def train_from_settings(
     settings: RunSettings, directory: str | os.PathLike[str] | None = None
 ) -> TrainResult:
@@ -249,9 +254,12 @@ def train_from_settings(
     train_settings = settings.train
     if not train_settings.labels:
         raise PredictorError("train settings name no label files (train: labels: [...])")
-    records = read_labels(train_settings.labels)
+    records = _of_levels(read_labels(train_settings.labels), train_settings.levels)
     if not records:
-        raise PredictorError(f"label files {list(train_settings.labels)} hold no records")
+        raise PredictorError(
+            f"label files {list(train_settings.labels)} hold no records"
+            + ("" if train_settings.levels is None else f" of levels {train_settings.levels}")
+        )
     depth = records[0].depth
     options = {
         "model": settings.model,
@@ -262,7 +270,8 @@ def train_from_settings(
     targets = build_targets(records, **options)
     if train_settings.val_labels:
         train_targets = targets
-        val_targets = build_targets(read_labels(train_settings.val_labels), **options)
+        val_records = _of_levels(read_labels(train_settings.val_labels), train_settings.levels)
+        val_targets = build_targets(val_records, **options)
     else:
         train_targets, val_targets = _split_validation(
             targets, train_settings.val_fraction, train_settings.seed

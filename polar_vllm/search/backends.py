@@ -43,8 +43,11 @@ def open_generator(config: SearchConfig) -> Iterator[tuple[ProgramGenerator, Any
         model = model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
         yield ReferenceProgramGenerator(model, tokenizer), tokenizer
         return
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     from vllm import LLM
+
+    from polar_vllm.compat.batch_jobs import batch_job_environment
+
+    batch_job_environment()
 
     llm = LLM(
         model=directory,

@@ -9,7 +9,8 @@ request in the metrics.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from polar_vllm.config import PROGRAM_ARG, PolarConfig
@@ -42,6 +43,7 @@ class PolarFrontEnd:
         self.config = config
         self.service = None
         self.batcher = None
+        self._prefetched: dict[str, Program] = {}
         if config.predictor is not None:
             self.service = predictor_service(config.predictor, config.depth, model_name)
             self.batcher = PredictionBatcher(self.service.predict)
@@ -58,6 +60,25 @@ class PolarFrontEnd:
             text = decode()
         return text or ""
 
+    @contextlib.contextmanager
+    def prefetched(self, texts: Sequence[str]) -> Iterator[None]:
+        """Within the block, requests whose question is one of ``texts`` use programs that were
+        predicted for all of them in one batched predictor call (offline ``LLM.generate`` of
+        many prompts); other texts are predicted one at a time as usual."""
+        unique = list(dict.fromkeys(texts))
+        if self.service is not None and unique:
+            self._prefetched = dict(zip(unique, self.service.predict(unique), strict=True))
+        try:
+            yield
+        finally:
+            self._prefetched = {}
+
+    def predict_one(self, text: str) -> Program:
+        """The predicted program of ``text``: a prefetched one, else a predictor call."""
+        assert self.service is not None
+        prefetched = self._prefetched.get(text)
+        return prefetched if prefetched is not None else self.service.predict([text])[0]
+
     async def predict_async(self, text: str) -> Program:
         """The predicted program of ``text``, batched with concurrent requests."""
         assert self.batcher is not None
@@ -72,7 +93,7 @@ class PolarFrontEnd:
         if self.needs_prediction(extra_args):
             predicted = PREDICTED_PROGRAM.get()
             if predicted is None:
-                predicted = self.service.predict([question()])[0]
+                predicted = self.predict_one(question())
         resolved = resolve_request_program(extra_args, self.config, predicted)
         observe_request_program(len(resolved.program), resolved.source)
         return resolved

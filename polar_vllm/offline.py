@@ -1,0 +1,31 @@
+"""Which program PoLar runs for a prompt in an offline ``vllm.LLM``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from polar_vllm.config import PROGRAM_ARG
+from polar_vllm.request_programs import ResolvedProgram, resolve_request_program
+
+__all__ = ["polar_program"]
+
+
+def polar_program(
+    llm: Any, prompt: str, program: str | Sequence[int] | None = None
+) -> ResolvedProgram:
+    """The program a request with ``prompt`` (and its own ``program``, if given) runs in
+    ``llm``, and its source (``request``, ``predictor`` or ``default``).
+
+    ``len(result.program)`` is the executed-layer count and ``result.text`` the canonical text.
+    Raises ``ValueError`` when PoLar is off for ``llm``, and
+    :class:`~polar_vllm.program.ProgramError` for a bad ``program``.
+    """
+    from polar_vllm.compat.input_processor import polar_front_end
+
+    front_end = polar_front_end(llm.llm_engine.input_processor)
+    if front_end is None:
+        raise ValueError("PoLar is off for this LLM: pass additional_config={'polar': {...}}")
+    extra_args = {} if program is None else {PROGRAM_ARG: program}
+    predicted = front_end.predict_one(prompt) if front_end.needs_prediction(extra_args) else None
+    return resolve_request_program(extra_args, front_end.config, predicted)
