@@ -376,7 +376,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "torch": torch.__version__,
         },
         "settings": {
-            key: value for key, value in vars(args).items() if key not in {"quick", "results_dir"}
+            key: str(value) if isinstance(value, Path) else value
+            for key, value in vars(args).items()
+            if key not in {"quick", "results_dir"}
         },
         "depth": depth,
         "kv_slots": slots,
