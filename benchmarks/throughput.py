@@ -187,6 +187,9 @@ def make_engine(model_dir: str, polar: bool, args: argparse.Namespace) -> Any:
         "max_num_seqs": max(args.batch_sizes),
         "disable_log_stats": False,
         "seed": args.seed,
+        # Every variant runs the same prompts: with prefix caching, a repeat (or a variant
+        # whose program another variant already ran) would skip its prefill.
+        "enable_prefix_caching": False,
     }
     if polar:
         settings["additional_config"] = {"polar": {"loop_layers": args.loop_layers}}
