@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from polar_vllm.config import PROGRAM_ARG
-from polar_vllm.request_programs import ResolvedProgram, resolve_request_program
+from polar_vllm.request_programs import ResolvedProgram
 
 __all__ = ["polar_program"]
 
@@ -27,5 +27,4 @@ def polar_program(
     if front_end is None:
         raise ValueError("PoLar is off for this LLM: pass additional_config={'polar': {...}}")
     extra_args = {} if program is None else {PROGRAM_ARG: program}
-    predicted = front_end.predict_one(prompt) if front_end.needs_prediction(extra_args) else None
-    return resolve_request_program(extra_args, front_end.config, predicted)
+    return front_end.choose(extra_args, lambda: prompt)

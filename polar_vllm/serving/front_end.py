@@ -84,8 +84,9 @@ class PolarFrontEnd:
         assert self.batcher is not None
         return await self.batcher.predict(text)
 
-    def resolve(self, extra_args: Mapping[str, Any] | None, question: Any) -> ResolvedProgram:
-        """The checked program of a request (see :func:`resolve_request_program`).
+    def choose(self, extra_args: Mapping[str, Any] | None, question: Any) -> ResolvedProgram:
+        """The checked program of a request (see :func:`resolve_request_program`), recorded
+        nowhere.
 
         ``question`` is called for the predictor's input only when a prediction is needed and
         none was made already for this request (:data:`PREDICTED_PROGRAM`)."""
@@ -94,6 +95,10 @@ class PolarFrontEnd:
             predicted = PREDICTED_PROGRAM.get()
             if predicted is None:
                 predicted = self.predict_one(question())
-        resolved = resolve_request_program(extra_args, self.config, predicted)
+        return resolve_request_program(extra_args, self.config, predicted)
+
+    def resolve(self, extra_args: Mapping[str, Any] | None, question: Any) -> ResolvedProgram:
+        """:meth:`choose` for a request entering the engine, recorded in the metrics."""
+        resolved = self.choose(extra_args, question)
         observe_request_program(len(resolved.program), resolved.source)
         return resolved
