@@ -1,14 +1,22 @@
 """Program-aware admission against vLLM's first-come first-served order, one run.
 
-More requests than the batch holds (``--requests`` > ``--max-num-seqs``), each with one of
-``--programs`` seeded random PoLar-form programs, interleaved so that first-come
-first-served admission mixes all programs in every batch. Three engines on the same
-requests, alternating: stock vLLM (full depth), PoLar with vLLM's order, PoLar with
-``scheduling="program_aware"``. Reports generated tokens/s, the ratio to stock and the
-ideal ratio (D / mean executed layers). Writes
-``benchmarks/results/program_batching_<tag>.json``.
+For each batch size B (``max_num_seqs``), ``--queue-factor`` x B requests wait at once, so the
+scheduler chooses which requests share a batch. Each request runs a program of a heterogeneous
+mix, interleaved so that first-come first-served admission puts every program of the mix in
+every batch:
 
-    python benchmarks/program_batching.py            # ~10 min on 2 cores
+* ``mixed``: 8 seeded random PoLar-form programs (60-120% of the layers, with loops);
+* ``labels``: request i runs the shortest valid program of question i of a search label file
+  (``--labels``): the mix an oracle predictor would send, one program per question.
+
+Three engines run the same requests, alternating: stock vLLM (full depth), PoLar in vLLM's
+order, and PoLar with ``scheduling="program_aware"``. Reported per (mix, batch size): generated
+tokens/s, the ratio to stock, the ideal ratio (D / mean executed layers) and the share of the
+ideal each PoLar engine reaches. Writes ``benchmarks/results/program_batching_<tag>.json`` and
+``.png``.
+
+    python benchmarks/program_batching.py                 # ~40 min on 2 cores
+    python benchmarks/program_batching.py --batch-sizes 16 --mixes mixed --repeats 3
     python benchmarks/program_batching.py --quick
 """
 
@@ -29,30 +37,115 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from polar_vllm.bundled import prepare_model
 from polar_vllm.data import build_prompt, generate_problems
-from polar_vllm.program import format_program
-from polar_vllm.program_sets import random_polar_programs
+from polar_vllm.program import Program, format_program
+from polar_vllm.program_sets import label_programs, random_polar_programs
 
 RESULTS = Path(__file__).resolve().parent / "results"
+LABELS = RESULTS / "search" / "smollm2" / "labels.jsonl"
 VARIANTS = ("stock", "polar_fcfs", "polar_program_aware")
+MIXES = ("mixed", "labels")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=96)
-    parser.add_argument("--max-num-seqs", type=int, default=16)
-    parser.add_argument("--programs", type=int, default=8)
+    parser.add_argument("--batch-sizes", default="8,32,128", help="max_num_seqs values")
+    parser.add_argument("--queue-factor", type=int, default=4, help="requests per batch slot")
+    parser.add_argument("--mixes", default="mixed,labels")
+    parser.add_argument("--labels", type=Path, default=LABELS, help="label file for 'labels'")
     parser.add_argument("--max-tokens", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tag", default="cpu")
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
-    parser.add_argument("--quick", action="store_true", help="24 requests, batch 4, 8 tokens")
+    parser.add_argument("--quick", action="store_true", help="batch 4, 16 requests, 8 tokens")
     args = parser.parse_args(argv)
     if args.quick:
-        args.requests, args.max_num_seqs, args.max_tokens, args.repeats = 24, 4, 8, 1
+        args.batch_sizes, args.mixes, args.max_tokens, args.repeats = "4", "mixed", 8, 1
         args.tag = "quick"
+    args.batch_sizes = [int(size) for size in args.batch_sizes.split(",")]
+    args.mixes = args.mixes.split(",")
+    unknown = sorted(set(args.mixes) - set(MIXES))
+    if unknown:
+        parser.error(f"unknown mixes {unknown}; known: {MIXES}")
     return args
+
+
+def mix_programs(mix: str, depth: int, count: int, args: argparse.Namespace) -> list[Program]:
+    """The program of each of ``count`` requests under ``mix``, interleaved."""
+    if mix == "mixed":
+        pool = random_polar_programs(depth, 8, args.seed)
+    else:
+        pool = list(label_programs(args.labels, depth))
+    return [pool[index % len(pool)] for index in range(count)]
+
+
+def make_engines(model_dir: str, batch_size: int, seed: int) -> dict[str, Any]:
+    """Stock, PoLar (vLLM's order) and PoLar (program-aware) engines for ``batch_size``."""
+    from vllm import LLM
+
+    common = {
+        "model": model_dir,
+        "dtype": "float32",
+        "enforce_eager": True,
+        "max_model_len": 512,
+        "max_num_seqs": batch_size,
+        "seed": seed,
+        # Repeats run the same prompts: with prefix caching they would skip their prefill.
+        "enable_prefix_caching": False,
+    }
+    return {
+        "stock": LLM(**common),
+        "polar_fcfs": LLM(**common, additional_config={"polar": {}}),
+        "polar_program_aware": LLM(
+            **common, additional_config={"polar": {"scheduling": "program_aware"}}
+        ),
+    }
+
+
+def time_generate(
+    llm: Any, prompts: list[str], programs: list[Program] | None, tokens: int
+) -> float:
+    """Seconds one ``generate`` call takes (every request makes exactly ``tokens`` tokens)."""
+    from vllm import SamplingParams
+
+    params = [
+        SamplingParams(
+            max_tokens=tokens,
+            temperature=0,
+            ignore_eos=True,
+            extra_args=None if program is None else {"polar_program": format_program(program)},
+        )
+        for program in (programs or [None] * len(prompts))
+    ]
+    start = time.perf_counter()
+    llm.generate(prompts, params, use_tqdm=False)
+    return time.perf_counter() - start
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """Share of the ideal ratio per batch size, FCFS against program-aware, one panel per mix."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mixes = sorted({row["mix"] for row in rows})
+    figure, axes = plt.subplots(1, len(mixes), figsize=(5.5 * len(mixes), 4), squeeze=False)
+    for axis, mix in zip(axes[0], mixes, strict=True):
+        mix_rows = sorted((r for r in rows if r["mix"] == mix), key=lambda r: r["batch_size"])
+        sizes = [str(row["batch_size"]) for row in mix_rows]
+        for variant, label in (("polar_fcfs", "vLLM's order"), ("polar_program_aware", "aware")):
+            axis.plot(sizes, [r["share_of_ideal"][variant] for r in mix_rows], "o-", label=label)
+        axis.axhline(1.0, color="k", linestyle="--", linewidth=0.8, label="ideal D/layers")
+        axis.axhline(0.9, color="grey", linestyle=":", linewidth=0.8, label="0.9 x ideal")
+        axis.set_xlabel("batch size (max_num_seqs)")
+        axis.set_ylabel("speed-up over stock / ideal speed-up")
+        axis.set_title(f"{mix} mix")
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -60,64 +153,82 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     from transformers import AutoTokenizer
-    from vllm import LLM, SamplingParams
 
     model_dir = str(prepare_model("smollm2-135m"))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    problems = generate_problems(3, args.requests, args.seed)
-    prompts = [build_prompt(problem.question, tokenizer) for problem in problems]
-    common = {
-        "model": model_dir,
-        "dtype": "float32",
-        "enforce_eager": True,
-        "max_model_len": 512,
-        "max_num_seqs": args.max_num_seqs,
-        "seed": args.seed,
-    }
-    engines = {
-        "stock": LLM(**common),
-        "polar_fcfs": LLM(**common, additional_config={"polar": {}}),
-        "polar_program_aware": LLM(
-            **common, additional_config={"polar": {"scheduling": "program_aware"}}
-        ),
-    }
-    depth = int(engines["stock"].llm_engine.model_config.hf_config.num_hidden_layers)
-    pool = random_polar_programs(depth, args.programs, args.seed)
-    programs = [pool[index % len(pool)] for index in range(args.requests)]
-
-    def params(program: Any) -> Any:
-        extra = None if program is None else {"polar_program": format_program(program)}
-        return SamplingParams(
-            max_tokens=args.max_tokens, temperature=0, ignore_eos=True, extra_args=extra
-        )
-
-    seconds: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
-    for repeat in tqdm(range(args.repeats), desc="program batching", unit="round"):
-        order = VARIANTS if repeat % 2 == 0 else tuple(reversed(VARIANTS))
-        for variant in order:
-            request_params = [
-                params(None if variant == "stock" else program) for program in programs
-            ]
-            start = time.perf_counter()
-            engines[variant].generate(prompts, request_params, use_tqdm=False)
-            seconds[variant].append(time.perf_counter() - start)
-    tokens = args.requests * args.max_tokens
-    rates = {variant: tokens / statistics.median(seconds[variant]) for variant in VARIANTS}
-    mean_layers = statistics.fmean(map(len, programs))
+    rows = []
+    for batch_size in args.batch_sizes:
+        requests = args.queue_factor * batch_size
+        problems = [
+            problem
+            for level in range(1, 6)
+            for problem in generate_problems(level, (requests + 4) // 5, args.seed + level)
+        ][:requests]
+        prompts = [build_prompt(problem.question, tokenizer) for problem in problems]
+        engines = make_engines(model_dir, batch_size, args.seed)
+        depth = int(engines["stock"].llm_engine.model_config.hf_config.num_hidden_layers)
+        plan = [(mix, repeat) for mix in args.mixes for repeat in range(args.repeats)]
+        seconds: dict[str, dict[str, list[float]]] = {
+            mix: {variant: [] for variant in VARIANTS} for mix in args.mixes
+        }
+        for mix, repeat in tqdm(plan, desc=f"program batching, batch {batch_size}", unit="round"):
+            programs = mix_programs(mix, depth, requests, args)
+            for variant in VARIANTS if repeat % 2 == 0 else tuple(reversed(VARIANTS)):
+                run_programs = None if variant == "stock" else programs
+                elapsed = time_generate(engines[variant], prompts, run_programs, args.max_tokens)
+                seconds[mix][variant].append(elapsed)
+        for llm in engines.values():
+            llm.llm_engine.engine_core.shutdown()
+        for mix in args.mixes:
+            programs = mix_programs(mix, depth, requests, args)
+            tokens = requests * args.max_tokens
+            rates = {v: tokens / statistics.median(seconds[mix][v]) for v in VARIANTS}
+            ideal = depth / statistics.fmean(map(len, programs))
+            ratios = {variant: rates[variant] / rates["stock"] for variant in VARIANTS}
+            rows.append(
+                {
+                    "mix": mix,
+                    "batch_size": batch_size,
+                    "requests": requests,
+                    "distinct_programs": len(set(programs)),
+                    "mean_executed_layers": statistics.fmean(map(len, programs)),
+                    "ideal_ratio": ideal,
+                    "tokens_per_s": rates,
+                    "ratio_to_stock": ratios,
+                    "share_of_ideal": {v: ratios[v] / ideal for v in VARIANTS if v != "stock"},
+                    "seconds": seconds[mix],
+                }
+            )
     results = {
-        "settings": {k: v for k, v in vars(args).items() if k not in {"quick", "results_dir"}},
+        "settings": {
+            key: str(value) if isinstance(value, Path) else value
+            for key, value in vars(args).items()
+            if key not in {"quick", "results_dir"}
+        },
         "depth": depth,
-        "mean_executed_layers": mean_layers,
-        "ideal_ratio": depth / mean_layers,
-        "tokens_per_s": rates,
-        "ratio_to_stock": {variant: rates[variant] / rates["stock"] for variant in VARIANTS},
-        "seconds": seconds,
+        "rows": rows,
     }
     args.results_dir.mkdir(parents=True, exist_ok=True)
-    path = args.results_dir / f"program_batching_{args.tag}.json"
-    path.write_text(json.dumps(results, indent=1))
-    print(json.dumps({k: results[k] for k in ("tokens_per_s", "ratio_to_stock", "ideal_ratio")}))
+    (args.results_dir / f"program_batching_{args.tag}.json").write_text(
+        json.dumps(results, indent=1)
+    )
+    plot(rows, args.results_dir / f"program_batching_{args.tag}.png")
+    print_table(rows)
     return results
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    """The summary as a Markdown table."""
+    print("| mix | batch | requests | ideal | vLLM order | program-aware | share of ideal |")
+    print("|---|---|---|---|---|---|---|")
+    for row in rows:
+        ratio, share = row["ratio_to_stock"], row["share_of_ideal"]
+        print(
+            f"| {row['mix']} | {row['batch_size']} | {row['requests']} | "
+            f"{row['ideal_ratio']:.3f} | {ratio['polar_fcfs']:.3f} | "
+            f"{ratio['polar_program_aware']:.3f} | {share['polar_fcfs']:.2f} -> "
+            f"{share['polar_program_aware']:.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ from polar_vllm.config import PolarConfig
 from polar_vllm.data import build_prompt, generate_problems
 from polar_vllm.predictor import load_predictor
 from polar_vllm.program import Program, format_program, full_program
-from polar_vllm.program_sets import homogeneous_program, random_polar_programs
+from polar_vllm.program_sets import homogeneous_program, label_programs, random_polar_programs
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PROGRAM_SETS = ("full", "h50", "h75", "h90", "r110", "r125", "mixed", "labels", "predicted")
@@ -78,20 +78,6 @@ class ProgramSources:
 
     label_pool: tuple[Program, ...] = ()
     predictor: Any = None
-
-
-def label_pool(path: Path, depth: int) -> tuple[Program, ...]:
-    """The shortest valid program of each question of a search label file (model depth
-    ``depth``), in file order; questions without a valid program are left out."""
-    from polar_vllm.search import read_label_records
-
-    pool = []
-    for record in read_label_records([path]):
-        if record["depth"] == depth and record["valid_programs"]:
-            pool.append(tuple(min(record["valid_programs"], key=len)))
-    if not pool:
-        raise ValueError(f"{path} has no valid program for a model of depth {depth}")
-    return tuple(pool)
 
 
 def program_set(
@@ -324,7 +310,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     polar_llm = make_engine(model_dir, polar=True, args=args)
     depth = int(polar_llm.llm_engine.model_config.hf_config.num_hidden_layers)
     sources = ProgramSources(
-        label_pool(args.labels, depth) if args.labels else (),
+        label_programs(args.labels, depth) if args.labels else (),
         load_predictor(args.predictor, expected_depth=depth) if args.predictor else None,
     )
     slots = {STOCK: kv_slots(depth, None), "polar": kv_slots(depth, args.loop_layers)}

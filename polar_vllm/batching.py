@@ -1,50 +1,83 @@
 """Program-aware admission order: an engine-independent policy.
 
 When more requests wait than the batch can take, vLLM admits them first-come first-served,
-so a batch ends up holding many different programs, and a merged schedule of many programs
-is long (each decode step reads the weights of every layer of it). The policy here reorders
-the waiting requests so that the ones whose programs are already running, then whole groups
-of identical programs, are admitted first; a request never waits more than ``max_delay_s``
-behind later arrivals.
+so a batch ends up holding many different programs. Their merged schedule is long: it has at
+least one step per distinct ``(layer, pass)`` over the batch's programs, and at decode batch
+sizes a step costs about what a whole layer costs, however few rows run it. The policy here
+reorders the waiting requests so that the free batch slots go to the programs that add the
+fewest new ``(layer, pass)`` steps to what is already running (identical programs add none),
+per admitted request; a request never waits more than ``max_delay_s`` behind later arrivals.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+import functools
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-__all__ = ["program_aware_order"]
+from polar_vllm.executor.schedule import Program, Step, program_steps
+
+__all__ = ["new_steps", "program_aware_order"]
 
 RequestT = TypeVar("RequestT")
 
 
+@functools.lru_cache(maxsize=8192)
+def _step_set(program: Program) -> frozenset[Step]:
+    return frozenset(program_steps(program))
+
+
+def new_steps(program: Program, running_steps: set[Step] | frozenset[Step]) -> int:
+    """How many ``(layer, pass)`` steps ``program`` adds to a batch running ``running_steps``."""
+    return len(_step_set(program) - running_steps)
+
+
 def program_aware_order(
     waiting: Sequence[RequestT],
-    running_programs: Sequence[Hashable],
-    program_of: Callable[[RequestT], Hashable],
+    running_programs: Sequence[Program],
+    program_of: Callable[[RequestT], Program],
     arrival_of: Callable[[RequestT], float],
     now: float,
     max_delay_s: float,
+    free_slots: int,
 ) -> list[RequestT]:
-    """``waiting`` reordered by program group; FCFS within a group.
+    """``waiting`` reordered so the first ``free_slots`` requests share layers with the batch.
 
-    Group order: first groups that waited longer than ``max_delay_s`` (oldest first), then
-    groups whose program is running (most running first), then the rest by their oldest
-    request's arrival. The sort is stable, so equal keys keep their queue order.
+    Order:
+
+    1. requests that waited longer than ``max_delay_s``, oldest first;
+    2. then, while free slots remain, whole program groups, greedily: the group whose program
+       adds the fewest new ``(layer, pass)`` steps to the running programs and the groups
+       chosen before it, per request it can admit (``new steps / min(group size, slots
+       left)``, so identical programs come first and, on an empty batch, the largest group),
+       ties to the group with the oldest request;
+    3. then the other groups, by their oldest request.
+
+    Within a group, requests keep their queue order.
     """
-    running_counts: dict[Hashable, int] = {}
-    for program in running_programs:
-        running_counts[program] = running_counts.get(program, 0) + 1
-    oldest: dict[Hashable, float] = {}
+    overdue = sorted((r for r in waiting if now - arrival_of(r) > max_delay_s), key=arrival_of)
+    overdue_ids = set(map(id, overdue))
+    groups: dict[Program, list[RequestT]] = {}
     for request in waiting:
-        program = program_of(request)
-        oldest[program] = min(oldest.get(program, float("inf")), arrival_of(request))
-
-    def group_key(program: Hashable) -> tuple[int, float, float]:
-        if now - oldest[program] > max_delay_s:
-            return (0, oldest[program], 0.0)
-        if program in running_counts:
-            return (1, -running_counts[program], oldest[program])
-        return (2, oldest[program], 0.0)
-
-    return sorted(waiting, key=lambda request: group_key(program_of(request)))
+        if id(request) not in overdue_ids:
+            groups.setdefault(tuple(program_of(request)), []).append(request)
+    oldest = {program: min(map(arrival_of, members)) for program, members in groups.items()}
+    running_steps: set[Step] = set()
+    for program in {*map(tuple, running_programs), *(tuple(program_of(r)) for r in overdue)}:
+        running_steps |= _step_set(program)
+    slots_left = free_slots - len(overdue)
+    chosen: list[RequestT] = []
+    while slots_left > 0 and groups:
+        program = min(
+            groups,
+            key=lambda p, steps=running_steps, slots=slots_left: (
+                new_steps(p, steps) / min(len(groups[p]), slots),
+                oldest[p],
+            ),
+        )
+        members = groups.pop(program)
+        chosen.extend(members)
+        running_steps |= _step_set(program)
+        slots_left -= len(members)
+    rest = sorted(groups, key=oldest.__getitem__)
+    return [*overdue, *chosen, *(request for program in rest for request in groups[program])]

@@ -71,10 +71,15 @@ def test_throughput_benchmark_issue_sizes(tmp_path):
 def test_program_batching_benchmark_quick(tmp_path):
     program_batching = _load("program_batching")
     results = program_batching.main(["--quick", "--results-dir", str(tmp_path)])
-    assert set(results["tokens_per_s"]) == {"stock", "polar_fcfs", "polar_program_aware"}
-    assert results["ratio_to_stock"]["stock"] == 1.0
-    assert 1.0 < results["ideal_ratio"] < 1.5
+    (row,) = results["rows"]
+    assert (row["mix"], row["batch_size"], row["requests"]) == ("mixed", 4, 16)
+    assert set(row["tokens_per_s"]) == {"stock", "polar_fcfs", "polar_program_aware"}
+    assert row["ratio_to_stock"]["stock"] == 1.0 and row["distinct_programs"] == 8
+    assert 1.0 < row["ideal_ratio"] < 1.5
+    assert set(row["share_of_ideal"]) == {"polar_fcfs", "polar_program_aware"}
+    assert all(share > 0 for share in row["share_of_ideal"].values())
     assert (tmp_path / "program_batching_quick.json").exists()
+    assert (tmp_path / "program_batching_quick.png").stat().st_size > 0
 
 
 def test_executor_core_benchmark_quick(tmp_path):

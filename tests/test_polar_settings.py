@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from polar_vllm.batching import program_aware_order
+from polar_vllm.batching import new_steps, program_aware_order
 from polar_vllm.config import PolarConfig, PolarConfigError, polar_settings
+from polar_vllm.executor import program_steps
 from polar_vllm.program import ProgramError, full_program
 from polar_vllm.program_sets import homogeneous_program, random_polar_programs
 from polar_vllm.request_programs import program_cache_salt, resolve_request_program
@@ -94,21 +95,52 @@ def test_random_polar_programs_are_distinct_and_in_range():
     assert programs == random_polar_programs(DEPTH, 8, seed=3)
 
 
-def test_program_aware_order_groups_programs():
-    waiting = [("a", 1.0), ("b", 2.0), ("c", 3.0), ("a", 4.0), ("b", 5.0), ("c", 6.0)]
-    order = program_aware_order(
-        waiting, ["c", "c", "b"], lambda r: r[0], lambda r: r[1], now=10.0, max_delay_s=30
+FULL = tuple(range(DEPTH))
+SKIP_LAST = tuple(range(DEPTH - 1))  # shares every step with FULL
+LOOP_TOP = (*range(DEPTH), DEPTH - 3, DEPTH - 2, DEPTH - 1)  # adds 3 steps to FULL
+LOOP_MIDDLE = (*range(12), *range(4, DEPTH))  # adds 8 steps to FULL
+
+
+def _order(waiting, running, free_slots, now=10.0):
+    return program_aware_order(
+        waiting, running, lambda r: r[0], lambda r: r[1], now, 30.0, free_slots
     )
-    assert order == [("c", 3.0), ("c", 6.0), ("b", 2.0), ("b", 5.0), ("a", 1.0), ("a", 4.0)]
-    by_arrival = program_aware_order(
-        waiting, [], lambda r: r[0], lambda r: r[1], now=10.0, max_delay_s=30
-    )
-    assert [r[0] for r in by_arrival] == ["a", "a", "b", "b", "c", "c"]
+
+
+def test_new_steps_counts_unshared_layer_passes():
+    assert new_steps(SKIP_LAST, frozenset(program_steps(FULL))) == 0
+    assert new_steps(LOOP_TOP, frozenset(program_steps(FULL))) == 3
+    assert new_steps(LOOP_MIDDLE, frozenset()) == len(LOOP_MIDDLE)
+
+
+def test_program_aware_order_prefers_programs_sharing_layers_with_the_batch():
+    waiting = [(LOOP_MIDDLE, 1.0), (LOOP_TOP, 2.0), (SKIP_LAST, 3.0), (LOOP_MIDDLE, 4.0)]
+    order = _order(waiting, [FULL, FULL], free_slots=3)
+    assert order == [(SKIP_LAST, 3.0), (LOOP_TOP, 2.0), (LOOP_MIDDLE, 1.0), (LOOP_MIDDLE, 4.0)]
+
+
+def test_program_aware_order_counts_new_steps_per_admitted_request():
+    # Three LOOP_MIDDLE requests add 8 steps (2.7 per request); one LOOP_TOP request adds 3.
+    waiting = [(LOOP_TOP, 1.0), (LOOP_MIDDLE, 2.0), (LOOP_MIDDLE, 3.0), (LOOP_MIDDLE, 4.0)]
+    assert _order(waiting, [FULL], free_slots=3)[:3] == waiting[1:]
+    assert _order(waiting, [FULL], free_slots=1)[0] == (LOOP_TOP, 1.0)
+
+
+def test_program_aware_order_on_an_empty_batch_starts_with_the_largest_group():
+    waiting = [(SKIP_LAST, 1.0), (LOOP_MIDDLE, 2.0), (LOOP_MIDDLE, 3.0), (FULL, 4.0)]
+    order = _order(waiting, [], free_slots=3)
+    # LOOP_MIDDLE's two requests first; then FULL and SKIP_LAST add no step: oldest first.
+    assert order == [(LOOP_MIDDLE, 2.0), (LOOP_MIDDLE, 3.0), (SKIP_LAST, 1.0), (FULL, 4.0)]
+
+
+def test_program_aware_order_keeps_arrival_order_past_the_free_slots():
+    waiting = [(LOOP_MIDDLE, 1.0), (LOOP_TOP, 2.0), (FULL, 3.0), (LOOP_MIDDLE, 4.0)]
+    order = _order(waiting, [FULL], free_slots=1)
+    assert order == [(FULL, 3.0), (LOOP_MIDDLE, 1.0), (LOOP_MIDDLE, 4.0), (LOOP_TOP, 2.0)]
+    assert sorted(order) == sorted(waiting)
 
 
 def test_program_aware_order_never_starves_old_requests():
-    waiting = [("old", 1.0), ("new", 50.0), ("new", 51.0)]
-    order = program_aware_order(
-        waiting, ["new"], lambda r: r[0], lambda r: r[1], now=60.0, max_delay_s=30
-    )
-    assert order[0] == ("old", 1.0)
+    waiting = [(LOOP_MIDDLE, 1.0), (FULL, 50.0), (FULL, 51.0)]
+    order = _order(waiting, [FULL], free_slots=1, now=60.0)
+    assert order[0] == (LOOP_MIDDLE, 1.0)

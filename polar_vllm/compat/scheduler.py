@@ -8,6 +8,7 @@ or partly prefilled) keep their place at the front.
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -15,7 +16,9 @@ from vllm.v1.core.sched.request_queue import FCFSRequestQueue
 from vllm.v1.core.sched.scheduler import Scheduler
 
 from polar_vllm.batching import program_aware_order
-from polar_vllm.config import PROGRAM_ARG
+from polar_vllm.compat.model_runner import request_program
+from polar_vllm.config import PolarConfig, polar_settings
+from polar_vllm.program import Program
 
 __all__ = ["ProgramAwareScheduler"]
 
@@ -23,13 +26,18 @@ MAX_DELAY_S = 30.0
 """A waiting request is never passed over by later arrivals for longer than this."""
 
 
-def _program_of(request: Any) -> str:
-    extra_args = request.sampling_params.extra_args if request.sampling_params else None
-    return (extra_args or {}).get(PROGRAM_ARG, "")
-
-
 class ProgramAwareScheduler(Scheduler):
-    """vLLM's scheduler, admitting waiting requests grouped by program."""
+    """vLLM's scheduler, admitting waiting requests that share layers with the batch first."""
+
+    @functools.cached_property
+    def polar_config(self) -> PolarConfig:
+        """The PoLar settings of the served model."""
+        depth = self.vllm_config.model_config.hf_config.get_text_config().num_hidden_layers
+        return PolarConfig.from_dict(polar_settings(self.vllm_config.additional_config), depth)
+
+    def _program_of(self, request: Any) -> Program:
+        params = request.sampling_params
+        return request_program(params.extra_args if params else None, self.polar_config)
 
     def schedule(self, *args: Any, **kwargs: Any) -> Any:
         """Reorder the waiting queue by program, then schedule as vLLM does."""
@@ -39,11 +47,12 @@ class ProgramAwareScheduler(Scheduler):
             fresh = [r for r in self.waiting if r.num_computed_tokens == 0]
             ordered = program_aware_order(
                 fresh,
-                [_program_of(request) for request in self.running],
-                _program_of,
+                [self._program_of(request) for request in self.running],
+                self._program_of,
                 lambda request: request.arrival_time,
                 time.time(),
                 MAX_DELAY_S,
+                free_slots - len(started),
             )
             self.waiting.clear()
             self.waiting.extend([*started, *ordered])

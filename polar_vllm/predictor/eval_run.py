@@ -54,15 +54,10 @@ def build_items(settings: EvalSettings) -> tuple[list[EvalItem], list[str]]:
 
 def vllm_generator(model_dir: str, dtype: str) -> ProgramGenerator:
     """A PoLar-enabled vLLM engine on ``model_dir`` behind a program generator."""
-    from vllm import LLM
-
-    from polar_vllm.compat.batch_jobs import batch_job_environment
+    from polar_vllm.compat.batch_jobs import batch_job_llm
     from polar_vllm.generation import VllmProgramGenerator
 
-    batch_job_environment()
-
-    llm = LLM(model=model_dir, additional_config={"polar": {}}, enforce_eager=True, dtype=dtype)
-    return VllmProgramGenerator(llm, use_tqdm=True)
+    return VllmProgramGenerator(batch_job_llm(model_dir, dtype), use_tqdm=True)
 
 
 def run_eval(settings: RunSettings) -> dict[str, Any]:

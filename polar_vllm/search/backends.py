@@ -43,17 +43,12 @@ def open_generator(config: SearchConfig) -> Iterator[tuple[ProgramGenerator, Any
         model = model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
         yield ReferenceProgramGenerator(model, tokenizer), tokenizer
         return
-    from vllm import LLM
+    from polar_vllm.compat.batch_jobs import batch_job_llm
 
-    from polar_vllm.compat.batch_jobs import batch_job_environment
-
-    batch_job_environment()
-
-    llm = LLM(
-        model=directory,
-        additional_config={"polar": {"max_passes": config.max_passes}},
-        enforce_eager=True,
-        dtype=config.dtype,
+    llm = batch_job_llm(
+        directory,
+        config.dtype,
+        {"max_passes": config.max_passes},
         max_model_len=config.max_model_len,
     )
     try:
