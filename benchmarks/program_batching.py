@@ -27,17 +27,19 @@ import json
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from throughput import run_once
 
 from polar_vllm.bundled import prepare_model
 from polar_vllm.data import build_prompt, generate_problems
-from polar_vllm.program import Program, format_program
+from polar_vllm.program import Program
 from polar_vllm.program_sets import label_programs, random_polar_programs
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -103,26 +105,6 @@ def make_engines(model_dir: str, batch_size: int, seed: int) -> dict[str, Any]:
     }
 
 
-def time_generate(
-    llm: Any, prompts: list[str], programs: list[Program] | None, tokens: int
-) -> float:
-    """Seconds one ``generate`` call takes (every request makes exactly ``tokens`` tokens)."""
-    from vllm import SamplingParams
-
-    params = [
-        SamplingParams(
-            max_tokens=tokens,
-            temperature=0,
-            ignore_eos=True,
-            extra_args=None if program is None else {"polar_program": format_program(program)},
-        )
-        for program in (programs or [None] * len(prompts))
-    ]
-    start = time.perf_counter()
-    llm.generate(prompts, params, use_tqdm=False)
-    return time.perf_counter() - start
-
-
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
     """Share of the ideal ratio per batch size, FCFS against program-aware, one panel per mix."""
     import matplotlib
@@ -175,7 +157,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             programs = mix_programs(mix, depth, requests, args)
             for variant in VARIANTS if repeat % 2 == 0 else tuple(reversed(VARIANTS)):
                 run_programs = None if variant == "stock" else programs
-                elapsed = time_generate(engines[variant], prompts, run_programs, args.max_tokens)
+                elapsed, _, _ = run_once(engines[variant], prompts, run_programs, args.max_tokens)
                 seconds[mix][variant].append(elapsed)
         for llm in engines.values():
             llm.llm_engine.engine_core.shutdown()
