@@ -7,7 +7,8 @@ every batch:
 
 * ``mixed``: 8 seeded random PoLar-form programs (60-120% of the layers, with loops);
 * ``labels``: request i runs the shortest valid program of question i of a search label file
-  (``--labels``): the mix an oracle predictor would send, one program per question.
+  (``--labels``; by default the oracle study of ``--model`` shipped under ``results/search``):
+  the mix an oracle predictor would send, one program per question.
 
 Three engines run the same requests, alternating: stock vLLM (full depth), PoLar in vLLM's
 order, and PoLar with ``scheduling="program_aware"``. Reported per (mix, batch size): generated
@@ -17,6 +18,7 @@ ideal each PoLar engine reaches. Writes ``benchmarks/results/program_batching_<t
 
     python benchmarks/program_batching.py                 # ~40 min on 2 cores
     python benchmarks/program_batching.py --batch-sizes 16 --mixes mixed --repeats 3
+    python benchmarks/program_batching.py --model qwen2.5-coder-0.5b --batch-sizes 32 --tag q
     python benchmarks/program_batching.py --quick
 """
 
@@ -35,15 +37,18 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from throughput import run_once
+from throughput import run_once, settings_record
 
-from polar_vllm.bundled import prepare_model
+from polar_vllm.bundled import BUNDLED_MODELS, prepare_model
 from polar_vllm.data import build_prompt, generate_problems
 from polar_vllm.program import Program
 from polar_vllm.program_sets import label_programs, random_polar_programs
 
 RESULTS = Path(__file__).resolve().parent / "results"
-LABELS = RESULTS / "search" / "smollm2" / "labels.jsonl"
+LABELS = {  # the oracle study of each bundled model
+    "smollm2-135m": RESULTS / "search" / "smollm2" / "labels.jsonl",
+    "qwen2.5-coder-0.5b": RESULTS / "search" / "qwen2.5-coder" / "labels.jsonl",
+}
 VARIANTS = ("stock", "polar_fcfs", "polar_program_aware")
 MIXES = ("mixed", "labels")
 
@@ -51,10 +56,13 @@ MIXES = ("mixed", "labels")
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="smollm2-135m", choices=sorted(BUNDLED_MODELS))
     parser.add_argument("--batch-sizes", default="8,32,128", help="max_num_seqs values")
     parser.add_argument("--queue-factor", type=int, default=4, help="requests per batch slot")
     parser.add_argument("--mixes", default="mixed,labels")
-    parser.add_argument("--labels", type=Path, default=LABELS, help="label file for 'labels'")
+    parser.add_argument(
+        "--labels", type=Path, help="label file for 'labels' (default: the model's oracle study)"
+    )
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
@@ -67,6 +75,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.tag = "quick"
     args.batch_sizes = [int(size) for size in args.batch_sizes.split(",")]
     args.mixes = args.mixes.split(",")
+    if args.labels is None:
+        args.labels = LABELS[args.model]
     unknown = sorted(set(args.mixes) - set(MIXES))
     if unknown:
         parser.error(f"unknown mixes {unknown}; known: {MIXES}")
@@ -136,7 +146,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     from transformers import AutoTokenizer
 
-    model_dir = str(prepare_model("smollm2-135m"))
+    model_dir = str(prepare_model(args.model))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     rows = []
     for batch_size in args.batch_sizes:
@@ -182,11 +192,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 }
             )
     results = {
-        "settings": {
-            key: str(value) if isinstance(value, Path) else value
-            for key, value in vars(args).items()
-            if key not in {"quick", "results_dir"}
-        },
+        "settings": settings_record(args),
         "depth": depth,
         "rows": rows,
     }

@@ -51,7 +51,8 @@ from polar_vllm.predictor import load_predictor
 from polar_vllm.program import Program, format_program, full_program
 from polar_vllm.program_sets import homogeneous_program, label_programs, random_polar_programs
 
-RESULTS = Path(__file__).resolve().parent / "results"
+REPOSITORY = Path(__file__).resolve().parent.parent
+RESULTS = REPOSITORY / "benchmarks" / "results"
 PROGRAM_SETS = ("full", "h50", "h75", "h90", "r110", "r125", "mixed", "labels", "predicted")
 WORKLOADS = ("math", "long")
 STOCK = "stock"
@@ -151,6 +152,27 @@ def run_once(
     tokens = sum(len(output.outputs[0].token_ids) for output in outputs)
     ttfts = [output.metrics.first_token_latency for output in outputs if output.metrics]
     return seconds, tokens, statistics.fmean(ttfts) if ttfts else float("nan")
+
+
+def settings_record(args: argparse.Namespace) -> dict[str, Any]:
+    """The options of a run, for its results file; paths are written relative to the
+    repository (a path outside it by its file name), so results name no machine's folders."""
+
+    def portable(value: Any) -> Any:
+        if not isinstance(value, Path):
+            return value
+        resolved = value.resolve()
+        return (
+            str(resolved.relative_to(REPOSITORY))
+            if resolved.is_relative_to(REPOSITORY)
+            else value.name
+        )
+
+    return {
+        key: portable(value)
+        for key, value in vars(args).items()
+        if key not in {"quick", "results_dir"}
+    }
 
 
 def kv_slots(depth: int, loop_layers: str | None) -> int:
@@ -364,11 +386,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
             "torch": torch.__version__,
         },
-        "settings": {
-            key: str(value) if isinstance(value, Path) else value
-            for key, value in vars(args).items()
-            if key not in {"quick", "results_dir"}
-        },
+        "settings": settings_record(args),
         "depth": depth,
         "kv_slots": slots,
         "rows": sorted(rows, key=lambda r: (r["workload"], r["batch_size"], r["variant"])),

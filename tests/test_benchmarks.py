@@ -82,6 +82,33 @@ def test_program_batching_benchmark_quick(tmp_path):
     assert (tmp_path / "program_batching_quick.png").stat().st_size > 0
 
 
+@pytest.mark.parametrize("model", ["smollm2-135m", "qwen2.5-coder-0.5b"])
+def test_program_batching_labels_default_to_the_models_oracle_study(model):
+    from polar_vllm.bundled import BUNDLED_MODELS
+    from polar_vllm.program_sets import label_programs
+
+    args = _load("program_batching").parse_args(["--model", model])
+    pool = label_programs(args.labels, BUNDLED_MODELS[model].num_layers)
+    assert len(set(pool)) > 1, "the labels mix must be heterogeneous"
+
+
+def test_results_record_paths_relative_to_the_repository(tmp_path):
+    import argparse
+
+    throughput = _load("throughput")
+    args = argparse.Namespace(
+        labels=BENCHMARKS / "results" / "search" / "smollm2" / "labels.jsonl",
+        elsewhere=tmp_path / "labels.jsonl",
+        max_tokens=32,
+        results_dir=tmp_path,
+    )
+    assert throughput.settings_record(args) == {
+        "labels": "benchmarks/results/search/smollm2/labels.jsonl",
+        "elsewhere": "labels.jsonl",
+        "max_tokens": 32,
+    }
+
+
 def test_executor_core_benchmark_quick(tmp_path):
     executor_core = _load("executor_core")
     assert executor_core.main(["--quick", "--out", str(tmp_path)]) == 0
