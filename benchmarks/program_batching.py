@@ -7,8 +7,8 @@ every batch:
 
 * ``mixed``: 8 seeded random PoLar-form programs (60-120% of the layers, with loops);
 * ``labels``: request i runs the shortest valid program of question i of a search label file
-  (``--labels``; by default the oracle study of ``--model`` shipped under ``results/search``):
-  the mix an oracle predictor would send, one program per question.
+  (``--labels``; by default the label file of the oracle study ``configs/search`` runs for
+  ``--model``): the mix an oracle predictor would send, one program per question.
 
 Three engines run the same requests, alternating: stock vLLM (full depth), PoLar in vLLM's
 order, and PoLar with ``scheduling="program_aware"``. Reported per (mix, batch size): generated
@@ -37,18 +37,15 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from throughput import run_once, settings_record
+from throughput import REPOSITORY, RESULTS, run_once, settings_record
 
 from polar_vllm.bundled import BUNDLED_MODELS, prepare_model
 from polar_vllm.data import build_prompt, generate_problems
 from polar_vllm.program import Program
 from polar_vllm.program_sets import label_programs, random_polar_programs
+from polar_vllm.search.config import load_search_config
 
-RESULTS = Path(__file__).resolve().parent / "results"
-LABELS = {  # the oracle study of each bundled model
-    "smollm2-135m": RESULTS / "search" / "smollm2" / "labels.jsonl",
-    "qwen2.5-coder-0.5b": RESULTS / "search" / "qwen2.5-coder" / "labels.jsonl",
-}
+STUDY_CONFIGS = REPOSITORY / "configs" / "search"
 VARIANTS = ("stock", "polar_fcfs", "polar_program_aware")
 MIXES = ("mixed", "labels")
 
@@ -76,11 +73,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.batch_sizes = [int(size) for size in args.batch_sizes.split(",")]
     args.mixes = args.mixes.split(",")
     if args.labels is None:
-        args.labels = LABELS[args.model]
+        args.labels = study_labels(args.model)
+        if args.labels is None:
+            parser.error(f"no oracle study of {args.model} in configs/search; pass --labels")
     unknown = sorted(set(args.mixes) - set(MIXES))
     if unknown:
         parser.error(f"unknown mixes {unknown}; known: {MIXES}")
     return args
+
+
+def study_labels(model: str) -> Path | None:
+    """The label file of the shipped oracle study of ``model`` (``configs/search/*_study.yaml``),
+    or ``None`` if no study config names it."""
+    for path in sorted(STUDY_CONFIGS.glob("*_study.yaml")):
+        config = load_search_config(path)
+        if config.model == model:
+            return REPOSITORY / config.labels_path
+    return None
 
 
 def mix_programs(mix: str, depth: int, count: int, args: argparse.Namespace) -> list[Program]:
