@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import REPOSITORY, RESULTS, run_once, settings_record
 
 from polar_vllm.bundled import BUNDLED_MODELS, prepare_model
+from polar_vllm.config import DEFAULT_MAX_DELAY_S
 from polar_vllm.data import build_prompt, generate_problems
 from polar_vllm.program import Program
 from polar_vllm.program_sets import label_programs, random_polar_programs
@@ -56,6 +57,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", default="smollm2-135m", choices=sorted(BUNDLED_MODELS))
     parser.add_argument("--batch-sizes", default="8,32,128", help="max_num_seqs values")
     parser.add_argument("--queue-factor", type=int, default=4, help="requests per batch slot")
+    parser.add_argument(
+        "--max-delay-s",
+        type=float,
+        default=DEFAULT_MAX_DELAY_S,
+        help="the program-aware engine's max_delay_s setting",
+    )
     parser.add_argument("--mixes", default="mixed,labels")
     parser.add_argument(
         "--labels", type=Path, help="label file for 'labels' (default: the model's oracle study)"
@@ -101,8 +108,9 @@ def mix_programs(mix: str, depth: int, count: int, args: argparse.Namespace) -> 
     return [pool[index % len(pool)] for index in range(count)]
 
 
-def make_engines(model_dir: str, batch_size: int, seed: int) -> dict[str, Any]:
-    """Stock, PoLar (vLLM's order) and PoLar (program-aware) engines for ``batch_size``."""
+def make_engines(model_dir: str, batch_size: int, seed: int, max_delay_s: float) -> dict[str, Any]:
+    """Stock, PoLar (vLLM's order) and PoLar (program-aware, passing a waiting request over for
+    at most ``max_delay_s``) engines for ``batch_size``."""
     from vllm import LLM
 
     common = {
@@ -114,12 +122,16 @@ def make_engines(model_dir: str, batch_size: int, seed: int) -> dict[str, Any]:
         "seed": seed,
         # Repeats run the same prompts: with prefix caching they would skip their prefill.
         "enable_prefix_caching": False,
+        "disable_log_stats": False,  # request metrics carry the time to first token
     }
     return {
         "stock": LLM(**common),
         "polar_fcfs": LLM(**common, additional_config={"polar": {}}),
         "polar_program_aware": LLM(
-            **common, additional_config={"polar": {"scheduling": "program_aware"}}
+            **common,
+            additional_config={
+                "polar": {"scheduling": "program_aware", "max_delay_s": max_delay_s}
+            },
         ),
     }
 
@@ -166,18 +178,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for problem in generate_problems(level, (requests + 4) // 5, args.seed + level)
         ][:requests]
         prompts = [build_prompt(problem.question, tokenizer) for problem in problems]
-        engines = make_engines(model_dir, batch_size, args.seed)
+        engines = make_engines(model_dir, batch_size, args.seed, args.max_delay_s)
         depth = int(engines["stock"].llm_engine.model_config.hf_config.num_hidden_layers)
         plan = [(mix, repeat) for mix in args.mixes for repeat in range(args.repeats)]
         seconds: dict[str, dict[str, list[float]]] = {
+            mix: {variant: [] for variant in VARIANTS} for mix in args.mixes
+        }
+        first_token_s: dict[str, dict[str, list[float]]] = {
             mix: {variant: [] for variant in VARIANTS} for mix in args.mixes
         }
         for mix, repeat in tqdm(plan, desc=f"program batching, batch {batch_size}", unit="round"):
             programs = mix_programs(mix, depth, requests, args)
             for variant in VARIANTS if repeat % 2 == 0 else tuple(reversed(VARIANTS)):
                 run_programs = None if variant == "stock" else programs
-                elapsed, _, _ = run_once(engines[variant], prompts, run_programs, args.max_tokens)
+                elapsed, _, ttft = run_once(
+                    engines[variant], prompts, run_programs, args.max_tokens
+                )
                 seconds[mix][variant].append(elapsed)
+                first_token_s[mix][variant].append(ttft)
         for llm in engines.values():
             llm.llm_engine.engine_core.shutdown()
         for mix in args.mixes:
@@ -198,6 +216,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "ratio_to_stock": ratios,
                     "share_of_ideal": {v: ratios[v] / ideal for v in VARIANTS if v != "stock"},
                     "seconds": seconds[mix],
+                    "mean_time_to_first_token_s": {
+                        variant: statistics.median(first_token_s[mix][variant])
+                        for variant in VARIANTS
+                    },
                 }
             )
     results = {

@@ -13,6 +13,9 @@ Keys (all optional):
   (default ``"full"``).
 * ``scheduling``: ``"fcfs"`` (default, vLLM's order) or ``"program_aware"`` (admit waiting
   requests grouped by program; see :mod:`polar_vllm.batching`).
+* ``max_delay_s``: with ``"program_aware"``, the longest a waiting request may be passed over
+  by later arrivals, in seconds (default 30). Longer bounds let deeper queues be grouped into
+  batches that share more layers, at the cost of the wait of requests whose programs fit badly.
 """
 
 from __future__ import annotations
@@ -38,8 +41,12 @@ POLAR_CONFIG_KEY = "polar"
 PROGRAM_ARG = "polar_program"
 """The ``SamplingParams.extra_args`` key that carries a request's program."""
 
-_KNOWN_KEYS = frozenset({"predictor", "max_passes", "loop_layers", "default_program", "scheduling"})
+_KNOWN_KEYS = frozenset(
+    {"predictor", "max_passes", "loop_layers", "default_program", "scheduling", "max_delay_s"}
+)
 SCHEDULING_POLICIES = ("fcfs", "program_aware")
+DEFAULT_MAX_DELAY_S = 30.0
+"""How long, by default, program-aware admission may pass a waiting request over."""
 
 
 class PolarConfigError(ValueError):
@@ -57,6 +64,7 @@ class PolarConfig:
         default_program: program of requests that carry none and get no prediction.
         predictor: predictor directory, or ``None``.
         scheduling: admission order of waiting requests (:data:`SCHEDULING_POLICIES`).
+        max_delay_s: longest time program-aware admission passes a waiting request over.
     """
 
     depth: int
@@ -65,6 +73,7 @@ class PolarConfig:
     default_program: Program = ()
     predictor: str | None = None
     scheduling: str = "fcfs"
+    max_delay_s: float = DEFAULT_MAX_DELAY_S
 
     @classmethod
     def from_dict(cls, settings: Mapping[str, Any] | None, depth: int) -> PolarConfig:
@@ -96,7 +105,10 @@ class PolarConfig:
             raise PolarConfigError(
                 f"polar scheduling must be one of {SCHEDULING_POLICIES}, got {scheduling!r}"
             )
-        config = cls(depth, max_passes, loop_layers, default_program, predictor, scheduling)
+        max_delay_s = _parse_max_delay(settings, scheduling)
+        config = cls(
+            depth, max_passes, loop_layers, default_program, predictor, scheduling, max_delay_s
+        )
         config.check_program(default_program)
         return config
 
@@ -122,6 +134,20 @@ class PolarConfig:
     def full(self) -> Program:
         """The full program of this model."""
         return full_program(self.depth)
+
+
+def _parse_max_delay(settings: Mapping[str, Any], scheduling: str) -> float:
+    if "max_delay_s" not in settings:
+        return DEFAULT_MAX_DELAY_S
+    value = settings["max_delay_s"]
+    if scheduling != "program_aware":
+        raise PolarConfigError(
+            f"polar max_delay_s only applies to scheduling='program_aware' "
+            f"(scheduling is {scheduling!r})"
+        )
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise PolarConfigError(f"polar max_delay_s must be a number of seconds > 0, got {value!r}")
+    return float(value)
 
 
 def _parse_loop_layers(value: str | Sequence[int], depth: int) -> frozenset[int]:

@@ -70,7 +70,9 @@ def test_throughput_benchmark_issue_sizes(tmp_path):
 
 def test_program_batching_benchmark_quick(tmp_path):
     program_batching = _load("program_batching")
-    results = program_batching.main(["--quick", "--results-dir", str(tmp_path)])
+    argv = ["--quick", "--max-delay-s", "5", "--results-dir", str(tmp_path)]
+    results = program_batching.main(argv)
+    assert results["settings"]["max_delay_s"] == 5.0
     (row,) = results["rows"]
     assert (row["mix"], row["batch_size"], row["requests"]) == ("mixed", 4, 16)
     assert set(row["tokens_per_s"]) == {"stock", "polar_fcfs", "polar_program_aware"}
@@ -78,6 +80,7 @@ def test_program_batching_benchmark_quick(tmp_path):
     assert 1.0 < row["ideal_ratio"] < 1.5
     assert set(row["share_of_ideal"]) == {"polar_fcfs", "polar_program_aware"}
     assert all(share > 0 for share in row["share_of_ideal"].values())
+    assert all(seconds > 0 for seconds in row["mean_time_to_first_token_s"].values())
     assert (tmp_path / "program_batching_quick.json").exists()
     assert (tmp_path / "program_batching_quick.png").stat().st_size > 0
 

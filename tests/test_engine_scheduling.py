@@ -41,11 +41,18 @@ PROGRAMS = (
 @pytest.fixture(scope="module")
 def scheduling_llm(smollm2_dir: str) -> Iterator[Any]:
     """Chunks of 64 tokens, prefix caching, 8 blocks of 32 tokens, loop slots for 0-19,
-    program-aware admission (more requests than ``max_num_seqs``, so it reorders)."""
+    program-aware admission with a 120 s delay bound (more requests than ``max_num_seqs``, so
+    it reorders)."""
     with vllm_engine(
         smollm2_dir,
         max_model_len=192,
-        additional_config={"polar": {"loop_layers": LOOP_LAYERS, "scheduling": "program_aware"}},
+        additional_config={
+            "polar": {
+                "loop_layers": LOOP_LAYERS,
+                "scheduling": "program_aware",
+                "max_delay_s": 120,
+            }
+        },
         enable_prefix_caching=True,
         enable_chunked_prefill=True,
         max_num_batched_tokens=64,

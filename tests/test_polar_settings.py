@@ -32,12 +32,23 @@ def test_defaults_allow_every_layer_twice():
         ({"default_program": "0-5,x"}, "default_program"),
         ({"scheduling": "random"}, "scheduling"),
         ({"predictor": 3}, "predictor"),
+        ({"max_delay_s": 10}, "max_delay_s only applies to scheduling='program_aware'"),
+        ({"scheduling": "program_aware", "max_delay_s": 0}, "max_delay_s must be"),
+        ({"scheduling": "program_aware", "max_delay_s": "10"}, "max_delay_s must be"),
+        ({"scheduling": "program_aware", "max_delay_s": True}, "max_delay_s must be"),
+        ({"scheduling": "program_aware", "max_delay_s": float("nan")}, "max_delay_s must be"),
         ({"loop_layers": "0-9", "default_program": "0-29,20"}, "layer 20 may run only once"),
     ],
 )
 def test_bad_settings_are_named(settings, named):
     with pytest.raises((PolarConfigError, ProgramError), match=named):
         PolarConfig.from_dict(settings, DEPTH)
+
+
+def test_max_delay_defaults_and_reads():
+    assert PolarConfig.from_dict({"scheduling": "program_aware"}, DEPTH).max_delay_s == 30.0
+    settings = {"scheduling": "program_aware", "max_delay_s": 120}
+    assert PolarConfig.from_dict(settings, DEPTH).max_delay_s == 120.0
 
 
 def test_polar_settings_presence():

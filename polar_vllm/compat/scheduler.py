@@ -1,5 +1,6 @@
 """The program-aware scheduler (vLLM 0.32): vLLM's scheduler with the waiting queue
-reordered by :func:`polar_vllm.batching.program_aware_order` before each step.
+reordered by :func:`polar_vllm.batching.program_aware_order` before each step; no waiting
+request is passed over by later arrivals for longer than the ``max_delay_s`` setting.
 
 Selected with ``additional_config["polar"]["scheduling"] = "program_aware"`` (the engine
 configuration hook sets ``scheduler_cls``). Requests that already hold KV blocks (preempted
@@ -21,9 +22,6 @@ from polar_vllm.config import PolarConfig, polar_settings
 from polar_vllm.program import Program
 
 __all__ = ["ProgramAwareScheduler"]
-
-MAX_DELAY_S = 30.0
-"""A waiting request is never passed over by later arrivals for longer than this."""
 
 
 class ProgramAwareScheduler(Scheduler):
@@ -51,7 +49,7 @@ class ProgramAwareScheduler(Scheduler):
                 self._program_of,
                 lambda request: request.arrival_time,
                 time.time(),
-                MAX_DELAY_S,
+                self.polar_config.max_delay_s,
                 free_slots - len(started),
             )
             self.waiting.clear()
