@@ -37,7 +37,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from throughput import REPOSITORY, RESULTS, run_once, settings_record
+from throughput import REPOSITORY, RESULTS, engine_settings, run_once, settings_record
 
 from polar_vllm.bundled import BUNDLED_MODELS, prepare_model
 from polar_vllm.config import DEFAULT_MAX_DELAY_S
@@ -113,17 +113,7 @@ def make_engines(model_dir: str, batch_size: int, seed: int, max_delay_s: float)
     at most ``max_delay_s``) engines for ``batch_size``."""
     from vllm import LLM
 
-    common = {
-        "model": model_dir,
-        "dtype": "float32",
-        "enforce_eager": True,
-        "max_model_len": 512,
-        "max_num_seqs": batch_size,
-        "seed": seed,
-        # Repeats run the same prompts: with prefix caching they would skip their prefill.
-        "enable_prefix_caching": False,
-        "disable_log_stats": False,  # request metrics carry the time to first token
-    }
+    common = engine_settings(model_dir, "float32", 512, batch_size, seed)
     return {
         "stock": LLM(**common),
         "polar_fcfs": LLM(**common, additional_config={"polar": {}}),

@@ -183,22 +183,29 @@ def kv_slots(depth: int, loop_layers: str | None) -> int:
     return sum(config.slot_passes(layer) for layer in range(depth))
 
 
-def make_engine(model_dir: str, polar: bool, args: argparse.Namespace) -> Any:
-    """A stock or PoLar engine with the benchmark's settings."""
-    from vllm import LLM
-
-    settings: dict[str, Any] = {
+def engine_settings(
+    model_dir: str, dtype: str, max_model_len: int, max_num_seqs: int, seed: int
+) -> dict[str, Any]:
+    """The ``LLM`` arguments every benchmark engine shares, stock and PoLar alike."""
+    return {
         "model": model_dir,
-        "dtype": args.dtype,
+        "dtype": dtype,
         "enforce_eager": True,
-        "max_model_len": 1024,
-        "max_num_seqs": max(args.batch_sizes),
-        "disable_log_stats": False,
-        "seed": args.seed,
+        "max_model_len": max_model_len,
+        "max_num_seqs": max_num_seqs,
+        "disable_log_stats": False,  # request metrics carry the time to first token
+        "seed": seed,
         # Every variant runs the same prompts: with prefix caching, a repeat (or a variant
         # whose program another variant already ran) would skip its prefill.
         "enable_prefix_caching": False,
     }
+
+
+def make_engine(model_dir: str, polar: bool, args: argparse.Namespace) -> Any:
+    """A stock or PoLar engine with the benchmark's settings."""
+    from vllm import LLM
+
+    settings = engine_settings(model_dir, args.dtype, 1024, max(args.batch_sizes), args.seed)
     if polar:
         settings["additional_config"] = {"polar": {"loop_layers": args.loop_layers}}
     return LLM(**settings)
