@@ -37,7 +37,15 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from throughput import REPOSITORY, RESULTS, engine_settings, run_once, settings_record
+from throughput import (
+    DTYPE_HELP,
+    REPOSITORY,
+    RESULTS,
+    engine_settings,
+    machine_record,
+    run_once,
+    settings_record,
+)
 
 from polar_vllm.bundled import BUNDLED_MODELS, prepare_model
 from polar_vllm.config import DEFAULT_MAX_DELAY_S
@@ -69,6 +77,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--dtype", default="float32", help=DTYPE_HELP)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tag", default="cpu")
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
@@ -108,12 +117,14 @@ def mix_programs(mix: str, depth: int, count: int, args: argparse.Namespace) -> 
     return [pool[index % len(pool)] for index in range(count)]
 
 
-def make_engines(model_dir: str, batch_size: int, seed: int, max_delay_s: float) -> dict[str, Any]:
+def make_engines(
+    model_dir: str, dtype: str, batch_size: int, seed: int, max_delay_s: float
+) -> dict[str, Any]:
     """Stock, PoLar (vLLM's order) and PoLar (program-aware, passing a waiting request over for
     at most ``max_delay_s``) engines for ``batch_size``."""
     from vllm import LLM
 
-    common = engine_settings(model_dir, "float32", 512, batch_size, seed)
+    common = engine_settings(model_dir, dtype, 512, batch_size, seed)
     return {
         "stock": LLM(**common),
         "polar_fcfs": LLM(**common, additional_config={"polar": {}}),
@@ -168,7 +179,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for problem in generate_problems(level, (requests + 4) // 5, args.seed + level)
         ][:requests]
         prompts = [build_prompt(problem.question, tokenizer) for problem in problems]
-        engines = make_engines(model_dir, batch_size, args.seed, args.max_delay_s)
+        engines = make_engines(model_dir, args.dtype, batch_size, args.seed, args.max_delay_s)
         depth = int(engines["stock"].llm_engine.model_config.hf_config.num_hidden_layers)
         plan = [(mix, repeat) for mix in args.mixes for repeat in range(args.repeats)]
         seconds: dict[str, dict[str, list[float]]] = {
@@ -213,6 +224,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 }
             )
     results = {
+        "machine": machine_record(),
         "settings": settings_record(args),
         "depth": depth,
         "rows": rows,

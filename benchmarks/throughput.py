@@ -56,6 +56,11 @@ RESULTS = REPOSITORY / "benchmarks" / "results"
 PROGRAM_SETS = ("full", "h50", "h75", "h90", "r110", "r125", "mixed", "labels", "predicted")
 WORKLOADS = ("math", "long")
 STOCK = "stock"
+BF16_PROBES = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+DTYPE_HELP = (
+    "model dtype; float32 (default) runs well on every CPU, bfloat16 only on CPUs with "
+    "AVX-512 BF16 or AMX (elsewhere it is several times slower)"
+)
 
 
 @dataclass
@@ -152,6 +157,26 @@ def run_once(
     tokens = sum(len(output.outputs[0].token_ids) for output in outputs)
     ttfts = [output.metrics.first_token_latency for output in outputs if output.metrics]
     return seconds, tokens, statistics.fmean(ttfts) if ttfts else float("nan")
+
+
+def machine_record() -> dict[str, Any]:
+    """The machine a run measured: platform, cores, CPU instruction set, device, torch.
+
+    ``cpu_bf16`` says whether the CPU has bf16 matrix instructions (AVX-512 BF16 or AMX), so
+    whether a bfloat16 run is fast on it (torch's private probes; ``None`` if they are gone).
+    """
+    import torch
+
+    probes = [getattr(torch.cpu, name, None) for name in BF16_PROBES]
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_bf16": any(probe() for probe in probes) if all(probes) else None,
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "torch": torch.__version__,
+    }
 
 
 def settings_record(args: argparse.Namespace) -> dict[str, Any]:
@@ -295,9 +320,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workloads", default="math")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument(
-        "--dtype", default="float32", help="float32: CPUs without AVX-512 run bf16 slowly"
-    )
+    parser.add_argument("--dtype", default="float32", help=DTYPE_HELP)
     parser.add_argument("--loop-layers", default="all")
     parser.add_argument("--labels", type=Path, help="search label file for the 'labels' set")
     parser.add_argument("--predictor", type=Path, help="predictor dir for the 'predicted' set")
@@ -386,13 +409,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tag = args.tag or device
     results = {
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor(),
-            "cpu_count": os.cpu_count(),
-            "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-            "torch": torch.__version__,
-        },
+        "machine": machine_record(),
         "settings": settings_record(args),
         "depth": depth,
         "kv_slots": slots,

@@ -73,6 +73,10 @@ def test_program_batching_benchmark_quick(tmp_path):
     argv = ["--quick", "--max-delay-s", "5", "--results-dir", str(tmp_path)]
     results = program_batching.main(argv)
     assert results["settings"]["max_delay_s"] == 5.0
+    assert results["settings"]["dtype"] == "float32"
+    machine = results["machine"]
+    assert machine["cpu_count"] >= 1 and machine["cpu_capability"]
+    assert machine["cpu_bf16"] in (True, False, None)
     (row,) = results["rows"]
     assert (row["mix"], row["batch_size"], row["requests"]) == ("mixed", 4, 16)
     assert set(row["tokens_per_s"]) == {"stock", "polar_fcfs", "polar_program_aware"}
