@@ -9,6 +9,9 @@ from typing import Any
 import pytest
 from engine_checks import compare_with_reference, generate, polar_params
 
+from polar_vllm.executor import merge_programs
+from polar_vllm.program import parse_program
+
 DEPTH = 30
 MAX_TOKENS = 12
 PROGRAMS = (
@@ -59,6 +62,9 @@ def test_stock_engine_is_untouched_by_the_plugin(stock_llm):
 def test_mixed_program_batch_matches_reference(polar_llm, reference_model, tokenizer):
     requests = _mixed_requests()
     assert len(requests) >= 16 and len(set(PROGRAMS)) >= 8
+    schedule = merge_programs(tuple(dict.fromkeys(parse_program(p, DEPTH) for p in PROGRAMS)))
+    # Steps that run pass 1 of a layer for some requests and pass 2 for others (split attention).
+    assert sum(len(step.slots) > 1 for step in schedule.steps) >= 10
     outputs = generate(polar_llm, requests, MAX_TOKENS)
     comparison = compare_with_reference(
         reference_model,

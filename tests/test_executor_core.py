@@ -61,8 +61,13 @@ def check_schedule(schedule: MergedSchedule) -> None:
     for step in schedule.steps:
         assert step.groups, "a step must run for some group"
         assert list(step.groups) == sorted(set(step.groups))
-        for g in step.groups:
-            per_group[g].append((step.layer, step.pass_index))
+        passes = [pass_index for pass_index, _ in step.slots]
+        assert passes == sorted(set(passes)), "one slot per pass, by increasing pass"
+        assert sum(len(groups) for _, groups in step.slots) == len(step.groups)
+        for pass_index, groups in step.slots:
+            assert list(groups) == sorted(set(groups))
+            for g in groups:
+                per_group[g].append((step.layer, pass_index))
     for g, program in enumerate(programs):
         steps = program_steps(program)
         assert tuple(per_group[g]) == steps
@@ -73,9 +78,12 @@ def check_schedule(schedule: MergedSchedule) -> None:
     assert len(schedule.steps) >= schedule_lower_bound(programs)
 
 
-def exact_merge_length(programs) -> int:
-    """Shortest schedule length by breadth-first search over program pointers (small inputs)."""
-    steps = [program_steps(p) for p in programs]
+def exact_merge_length(programs, by_layer: bool = True) -> int:
+    """Shortest schedule length by breadth-first search over program pointers (small inputs).
+
+    A schedule step runs one layer for any programs whose next layer it is, whatever their pass
+    (``by_layer``), or one ``(layer, pass)`` only."""
+    steps = [tuple(p) if by_layer else program_steps(p) for p in programs]
     start, end = (0,) * len(steps), tuple(len(s) for s in steps)
     dist = {start: 0}
     queue = deque([start])
@@ -83,7 +91,7 @@ def exact_merge_length(programs) -> int:
         state = queue.popleft()
         if state == end:
             return dist[state]
-        heads: dict[tuple[int, int], list[int]] = {}
+        heads: dict[object, list[int]] = {}
         for g, s in enumerate(steps):
             if state[g] < len(s):
                 heads.setdefault(s[state[g]], []).append(g)
@@ -136,8 +144,24 @@ def test_skip_only_families_reach_the_union(programs):
 @settings(derandomize=True, deadline=None, max_examples=60)
 @given(st.lists(arbitrary_programs(5, 8), min_size=2, max_size=2, unique=True))
 def test_two_programs_merge_is_optimal(programs):
-    # The exact pairwise alignment candidate makes two-program merges optimal.
-    assert len(merge_programs(tuple(programs)).steps) == exact_merge_length(programs)
+    # The exact pairwise alignment candidates make two-program merges as short as any schedule
+    # with one pass per step, and shorter only through steps that run several passes.
+    schedule = merge_programs(tuple(programs))
+    assert exact_merge_length(programs) <= len(schedule.steps)
+    assert len(schedule.steps) <= exact_merge_length(programs, by_layer=False)
+    if len(schedule.steps) < exact_merge_length(programs, by_layer=False):
+        assert any(len(step.slots) > 1 for step in schedule.steps)
+
+
+def test_merge_prefers_fewer_split_steps_to_one_step_less():
+    # A 9-step schedule exists only with steps split over several passes; the 10-step one with
+    # one pass per step and more dense steps costs less (PARTIAL_STEP_COST, SPLIT_STEP_COST).
+    programs = ((0, 1, 0, 1, 2, 1, 2, 3, 4), (0, 0, 1, 1, 2, 3, 4))
+    schedule = merge_programs(programs)
+    check_schedule(schedule)
+    assert exact_merge_length(programs) == 9
+    assert len(schedule.steps) == 10 == exact_merge_length(programs, by_layer=False)
+    assert all(len(step.slots) == 1 for step in schedule.steps)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -155,7 +179,7 @@ def test_merge_near_optimal_on_small_families(seed):
     programs = tuple(dict.fromkeys(programs))
     schedule = merge_programs(programs)
     check_schedule(schedule)
-    assert len(schedule.steps) <= exact_merge_length(programs) + 1
+    assert len(schedule.steps) <= exact_merge_length(programs, by_layer=False) + 1
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -179,10 +203,10 @@ def test_merge_many_programs_greedy_only(seed):
 @given(family_programs())
 def test_identical_programs_collapse(program):
     schedule = merge_programs((program,))
-    assert [(s.layer, s.pass_index) for s in schedule.steps] == list(program_steps(program))
+    assert [(s.layer, s.slots[0][0]) for s in schedule.steps] == list(program_steps(program))
     assert all(s.groups == (0,) for s in schedule.steps)
     repeated = merge_programs((program, program, program))
-    assert [(s.layer, s.pass_index) for s in repeated.steps] == list(program_steps(program))
+    assert [(s.layer, s.slots[0][0]) for s in repeated.steps] == list(program_steps(program))
     assert all(s.groups == (0, 1, 2) for s in repeated.steps)
 
 
@@ -194,8 +218,9 @@ def test_merge_is_order_independent_and_cached():
     check_schedule(second)
     rename = {0: 1, 1: 2, 2: 0}  # group in `first` -> group in `second`
     assert [
-        (s.layer, s.pass_index, tuple(sorted(rename[g] for g in s.groups))) for s in first.steps
-    ] == [(s.layer, s.pass_index, s.groups) for s in second.steps]
+        (s.layer, tuple((p, tuple(sorted(rename[g] for g in gs))) for p, gs in s.slots))
+        for s in first.steps
+    ] == [(s.layer, s.slots) for s in second.steps]
     assert merge_programs((a, b, c)) is first
 
 
@@ -207,6 +232,21 @@ def test_merge_edge_cases():
     crossed = merge_programs(((0, 1), (1, 0)))
     check_schedule(crossed)
     assert len(crossed.steps) == 3  # one of the layers must run twice
+
+
+LOOPS_APART = ((0, 1, 2, 1, 2, 3), (0, 1, 0, 1, 2, 3))
+"""Two programs that loop back over different segments: aligned on (layer, pass) steps they need
+8 schedule steps, aligned on layers 7 (the lower bound), with one step running pass 2 of layer 2
+for the first and pass 1 for the second."""
+
+
+def test_merge_runs_different_passes_of_a_layer_in_one_step():
+    schedule = merge_programs(LOOPS_APART)
+    check_schedule(schedule)
+    assert len(schedule.steps) == 7 == exact_merge_length(LOOPS_APART)
+    assert schedule_lower_bound(LOOPS_APART) == 7  # distinct (layer, pass) steps: optimal
+    split = [(s.layer, s.slots) for s in schedule.steps if len(s.slots) > 1]
+    assert split == [(2, ((0, (1,)), (1, (0,))))]
 
 
 def test_merge_shares_common_layers():
@@ -229,10 +269,13 @@ def test_plan_homogeneous_batch_is_dense():
     assert plan.is_dense and plan.num_dense_steps == len(program) == len(plan.steps)
     assert plan.num_tokens == 8
     assert all(s.token_index is None for s in plan.steps)
-    assert plan.steps[0].request_indices == (0, 1, 3, 4)  # the request with no tokens is left out
-    assert plan.steps[0].request_index_tensor.dtype == torch.int32
-    assert plan.steps[0].query_lens == (1, 4, 2, 1)
-    assert [(s.layer, s.pass_index) for s in plan.steps] == list(program_steps(program))
+    assert all(len(s.slots) == 1 for s in plan.steps)
+    first = plan.steps[0].slots[0]
+    assert first.request_indices == (0, 1, 3, 4)  # the request with no tokens is left out
+    assert first.request_index_tensor.dtype == torch.int32
+    assert first.query_lens == (1, 4, 2, 1)
+    assert first.token_index is None and first.num_tokens == 8
+    assert [(s.layer, s.slots[0].pass_index) for s in plan.steps] == list(program_steps(program))
 
 
 def test_plan_token_indices():
@@ -242,7 +285,7 @@ def test_plan_token_indices():
     assert isinstance(plan, BatchPlan)
     assert plan.num_tokens == 10
     assert plan.request_groups == (0, 1, 0, 2, -1)
-    assert [(s.layer, s.request_indices) for s in plan.steps] == [
+    assert [(s.layer, s.slots[0].request_indices) for s in plan.steps] == [
         (0, (0, 1, 2)),
         (1, (0, 2)),
         (2, (0, 1, 2)),
@@ -251,14 +294,29 @@ def test_plan_token_indices():
     step1 = plan.steps[1]
     assert step1.token_index.dtype == torch.int64
     assert step1.token_index.tolist() == [0, 1, 5]
-    assert step1.request_index_tensor.tolist() == [0, 2]
-    assert step1.query_lens == (2, 1) and step1.num_tokens == 3
+    (slot1,) = step1.slots
+    assert slot1.token_index.tolist() == [0, 1, 5]
+    assert slot1.request_index_tensor.tolist() == [0, 2]
+    assert slot1.query_lens == (2, 1) and slot1.num_tokens == step1.num_tokens == 3
     assert plan.steps[0].token_index.tolist() == [0, 1, 2, 3, 4, 5]
     assert plan.layer_token_evals == 6 + 3 + 6 == schedule_cost(plan.schedule, [3, 3, 2])
     with pytest.raises(ValueError):
         plan_batch(programs, lens[:-1], "cpu")
     with pytest.raises(ValueError):
         plan_batch(programs, lens, "cpu", num_tokens=3)
+
+
+def test_plan_orders_a_split_step_by_pass():
+    # Requests 0, 2 run LOOPS_APART[0], requests 1, 3 LOOPS_APART[1]; two tokens each.
+    plan = plan_batch([LOOPS_APART[0], LOOPS_APART[1]] * 2, [2, 2, 2, 2], "cpu")
+    (step,) = [s for s in plan.steps if len(s.slots) > 1]
+    assert step.layer == 2 and [slot.pass_index for slot in step.slots] == [0, 1]
+    first, second = step.slots
+    assert first.request_indices == (1, 3) and second.request_indices == (0, 2)
+    assert first.token_index.tolist() == [2, 3, 6, 7] and first.start == 0
+    assert second.token_index.tolist() == [0, 1, 4, 5] and second.start == 4
+    assert step.token_index.tolist() == [2, 3, 6, 7, 0, 1, 4, 5] and step.num_tokens == 8
+    assert not step.is_dense  # every request runs it, but not on one pass
 
 
 def test_plan_accepts_lists_and_arrays():
@@ -289,13 +347,13 @@ class ToyDecoder:
         self.bias = torch.randn(depth, hidden, generator=gen, dtype=torch.float64)
         self.calls: list[tuple[int, int, int]] = []
 
-    def layer(self, layer: int, pass_index: int, hidden, residual):
+    def layer(self, layer: int, pass_index: int | torch.Tensor, hidden, residual):
         residual = hidden if residual is None else hidden + residual
         x = residual * torch.rsqrt(residual.pow(2).mean(-1, keepdim=True) + 1e-6)
         out = torch.tanh(x @ self.weights[layer]) + (pass_index + 1) * self.bias[layer]
         return out, residual
 
-    def layer_inplace(self, layer: int, pass_index: int, hidden, residual):
+    def layer_inplace(self, layer: int, pass_index: int | torch.Tensor, hidden, residual):
         """Same maths, written like vLLM's fused add + RMSNorm: modifies its inputs in place."""
         if residual is None:
             residual = hidden
@@ -306,14 +364,33 @@ class ToyDecoder:
         out = torch.tanh(hidden @ self.weights[layer]) + (pass_index + 1) * self.bias[layer]
         return out, residual
 
+    @staticmethod
+    def row_passes(step: StepPlan, rows: int) -> torch.Tensor:
+        """Each row's pass index as a ``[rows, 1]`` column, from the step's slots."""
+        assert rows == step.num_tokens
+        start = 0
+        for slot in step.slots:
+            assert slot.start == start
+            assert len(slot.request_indices) == len(slot.query_lens)
+            assert len(slot.request_index_tensor) == len(slot.query_lens)
+            if not step.is_dense:
+                assert slot.num_tokens == sum(slot.query_lens) == len(slot.token_index)
+                rows_of_slot = step.token_index[start : start + slot.num_tokens]
+                assert torch.equal(slot.token_index, rows_of_slot)
+            start += slot.num_tokens
+        assert start == rows
+        counts = torch.tensor([slot.num_tokens for slot in step.slots])
+        passes = torch.tensor([float(slot.pass_index) for slot in step.slots], dtype=torch.float64)
+        return passes.repeat_interleave(counts).unsqueeze(1)
+
     def layer_fn(self, step: StepPlan, hidden, residual):
-        assert hidden.shape[0] == step.num_tokens == sum(step.query_lens) or step.is_dense
-        assert len(step.request_indices) == len(step.query_lens) == len(step.request_index_tensor)
-        self.calls.append((step.layer, step.pass_index, hidden.shape[0]))
-        return self.layer(step.layer, step.pass_index, hidden, residual)
+        passes = self.row_passes(step, hidden.shape[0]).to(hidden.device)
+        self.calls.append((step.layer, len(step.slots), hidden.shape[0]))
+        return self.layer(step.layer, passes, hidden, residual)
 
     def layer_fn_inplace(self, step: StepPlan, hidden, residual):
-        return self.layer_inplace(step.layer, step.pass_index, hidden, residual)
+        passes = self.row_passes(step, hidden.shape[0]).to(hidden.device)
+        return self.layer_inplace(step.layer, passes, hidden, residual)
 
     def reference(self, program, hidden):
         residual = None
@@ -374,6 +451,13 @@ def test_run_plan_homogeneous_batch_is_dense():
     plan = run_and_compare(model, [program] * 4, [1, 3, 2, 1])
     assert plan.is_dense
     assert [n for *_, n in model.calls] == [7] * len(program)
+
+
+def test_run_plan_split_step_runs_each_pass():
+    model = ToyDecoder(4)
+    plan = run_and_compare(model, [LOOPS_APART[0], LOOPS_APART[1]] * 2, [2, 1, 3, 2])
+    assert (2, 2, 8) in model.calls  # layer 2, two slots, all 8 rows in one call
+    assert len(model.calls) == len(plan.steps) == 7
 
 
 def test_run_plan_first_step_not_dense():
@@ -472,7 +556,9 @@ def test_run_plan_cuda_matches_cpu():
     cuda_model.bias = cuda_model.bias.cuda()
     cuda_plan = plan_batch(programs, lens, "cuda")
     assert all(s.token_index is None or s.token_index.is_cuda for s in cuda_plan.steps)
-    assert all(s.request_index_tensor.device.type == "cpu" for s in cuda_plan.steps)
+    assert all(
+        slot.request_index_tensor.device.type == "cpu" for s in cuda_plan.steps for slot in s.slots
+    )
     got = run_plan(cuda_plan, hidden.cuda(), None, cuda_model.layer_fn)
     for a, b in zip(expected, got, strict=True):
         torch.testing.assert_close(b.cpu(), a, rtol=1e-10, atol=1e-12)

@@ -3,12 +3,13 @@
 Plain torch; no vLLM import. See :mod:`.schedule`, :mod:`.plan` and :mod:`.run`.
 """
 
-from .plan import BatchPlan, StepPlan, clear_plan_cache, plan_batch
+from .plan import BatchPlan, SlotRows, StepPlan, clear_plan_cache, plan_batch
 from .run import LayerFn, run_plan
 from .schedule import (
     MergedSchedule,
     Program,
     ScheduleStep,
+    SlotGroups,
     Step,
     clear_merge_cache,
     merge_programs,
@@ -23,6 +24,8 @@ __all__ = [
     "MergedSchedule",
     "Program",
     "ScheduleStep",
+    "SlotGroups",
+    "SlotRows",
     "Step",
     "StepPlan",
     "clear_merge_cache",

@@ -3,9 +3,10 @@
 :func:`plan_batch` takes the programs and query lengths of the requests of one forward step (the
 tokens of request ``r`` occupy a contiguous range of the flattened batch, in request order),
 merges the distinct programs (:func:`~polar_vllm.executor.schedule.merge_programs`, cached) and
-resolves every schedule step to the requests and token rows that run it. A step run by every
-request is *dense* (``token_index is None``): it runs on the whole batch with no gather, so a
-homogeneous batch costs exactly what a stock forward costs.
+resolves every schedule step to the requests and token rows that run it, per pass of the step's
+layer (:class:`SlotRows`). A step every request runs on the same pass is *dense*
+(``token_index is None``): it runs on the whole batch with no gather, so a homogeneous batch
+costs exactly what a stock forward costs.
 """
 
 from __future__ import annotations
@@ -19,7 +20,33 @@ import torch
 
 from .schedule import MergedSchedule, Program, clear_merge_cache, merge_programs
 
-__all__ = ["BatchPlan", "StepPlan", "clear_plan_cache", "plan_batch"]
+__all__ = ["BatchPlan", "SlotRows", "StepPlan", "clear_plan_cache", "plan_batch"]
+
+
+@dataclass
+class SlotRows:
+    """The requests of a step that run one pass of its layer, i.e. one KV slot of the layer.
+
+    Attributes:
+        pass_index: how many times these requests ran the step's layer before in this forward.
+        request_indices: the requests (batch positions), increasing.
+        request_index_tensor: ``request_indices`` as an int32 CPU tensor, for subsetting
+            per-request attention metadata.
+        query_lens: token counts of ``request_indices``, in the same order.
+        token_index: int64 rows of the flattened batch (on the plan's device), the token ranges
+            of ``request_indices`` concatenated in order; ``None`` when the step is dense.
+        start: where these rows begin among the step's rows (slots follow each other by
+            increasing pass).
+        num_tokens: how many of the step's rows they are.
+    """
+
+    pass_index: int
+    request_indices: tuple[int, ...]
+    request_index_tensor: torch.Tensor
+    query_lens: tuple[int, ...]
+    token_index: torch.Tensor | None
+    start: int
+    num_tokens: int
 
 
 @dataclass
@@ -28,24 +55,19 @@ class StepPlan:
 
     Attributes:
         layer: decoder layer to run.
-        pass_index: how many times the running requests ran ``layer`` before in this forward.
-        request_indices: requests (batch positions) that run this step, increasing.
+        slots: the requests that run each pass of ``layer`` here, by increasing pass; usually
+            one. With several, the step runs the layer once on all its rows and splits only
+            the attention, by KV slot.
         token_index: int64 rows of the flattened batch that run this step (on the plan's device),
-            the token ranges of ``request_indices`` concatenated in order; ``None`` when the step
-            is dense (every row of the batch runs it, padding rows included).
-        request_index_tensor: ``request_indices`` as an int32 CPU tensor, for subsetting
-            per-request attention metadata.
-        query_lens: token counts of ``request_indices``, in the same order.
+            the slots' rows concatenated in order; ``None`` when the step is dense (every row of
+            the batch runs it on one pass, padding rows included).
         num_tokens: rows this step runs (``plan.num_tokens`` when dense).
         groups: program groups (indices into ``BatchPlan.schedule.programs``) that run it.
     """
 
     layer: int
-    pass_index: int
-    request_indices: tuple[int, ...]
+    slots: tuple[SlotRows, ...]
     token_index: torch.Tensor | None
-    request_index_tensor: torch.Tensor
-    query_lens: tuple[int, ...]
     num_tokens: int
     groups: tuple[int, ...] = ()
 
@@ -102,9 +124,10 @@ class _Layout:
     """Batch-independent facts about a merged schedule (cached with it)."""
 
     schedule: MergedSchedule
-    partial_sets: tuple[tuple[int, ...], ...]  # distinct group sets of the non-dense steps
+    part_sets: tuple[tuple[int, ...], ...]  # distinct group sets of the slots of non-dense steps
     membership: np.ndarray  # [set, group + 1] bool; the last column (group -1) is False
-    step_sets: tuple[int, ...]  # per step: index into partial_sets, or -1 when dense
+    step_parts: tuple[tuple[tuple[int, int], ...] | None, ...]
+    """Per step: ``None`` when dense, else ``(pass_index, index into part_sets)`` per slot."""
 
 
 @functools.lru_cache(maxsize=4096)
@@ -112,17 +135,44 @@ def _layout(programs: tuple[Program, ...]) -> _Layout:
     schedule = merge_programs(programs)
     num_groups = len(programs)
     set_index: dict[tuple[int, ...], int] = {}
-    step_sets = []
+    step_parts: list[tuple[tuple[int, int], ...] | None] = []
     for step in schedule.steps:
-        if len(step.groups) == num_groups:
-            step_sets.append(-1)
+        if len(step.slots) == 1 and len(step.slots[0][1]) == num_groups:
+            step_parts.append(None)
         else:
-            step_sets.append(set_index.setdefault(step.groups, len(set_index)))
+            step_parts.append(
+                tuple(
+                    (pass_index, set_index.setdefault(groups, len(set_index)))
+                    for pass_index, groups in step.slots
+                )
+            )
     membership = np.zeros((len(set_index), num_groups + 1), dtype=bool)
     for groups, k in set_index.items():
         membership[k, list(groups)] = True
     membership.flags.writeable = False
-    return _Layout(schedule, tuple(set_index), membership, tuple(step_sets))
+    return _Layout(schedule, tuple(set_index), membership, tuple(step_parts))
+
+
+def _resolve_parts(
+    parts: tuple[tuple[int, int], ...], templates: Sequence[tuple]
+) -> tuple[tuple[SlotRows, ...], torch.Tensor, int]:
+    """The slots of a non-dense step, its token rows (the slots' rows in order) and their count.
+
+    ``parts`` are the step's ``(pass_index, part set)`` pairs; ``templates[k]`` holds part set
+    ``k``'s requests, token rows, request tensor, query lengths and token count.
+    """
+    slots = []
+    start = 0
+    for pass_index, k in parts:
+        requests, token_index, request_tensor, lens, count = templates[k]
+        slot = SlotRows(pass_index, requests, request_tensor, lens, token_index, start, count)
+        slots.append(slot)
+        start += count
+    if len(slots) == 1:
+        token_index = slots[0].token_index
+    else:
+        token_index = torch.cat([slot.token_index for slot in slots])
+    return tuple(slots), token_index, start
 
 
 def clear_plan_cache() -> None:
@@ -208,7 +258,7 @@ def plan_batch(
     # Resolve every partial group set at once: the nonzero entries of the (set, request)
     # membership matrix, set by set, are the requests of each set; their token ranges follow.
     templates: list[tuple] = []
-    num_sets = len(layout.partial_sets)
+    num_sets = len(layout.part_sets)
     if num_sets:
         request_mask = layout.membership[:, request_groups]
         flat = np.flatnonzero(request_mask)
@@ -255,35 +305,18 @@ def plan_batch(
             )
             start = end
 
+    dense_slot_base = (dense_requests, dense_request_tensor, dense_lens, None, 0, num_tokens)
+    resolved: dict[tuple[tuple[int, int], ...], tuple[tuple[SlotRows, ...], torch.Tensor, int]] = {}
     steps = []
-    for step, k in zip(schedule.steps, layout.step_sets, strict=True):
-        if k < 0:  # every request runs this step: dense
-            steps.append(
-                StepPlan(
-                    step.layer,
-                    step.pass_index,
-                    dense_requests,
-                    None,
-                    dense_request_tensor,
-                    dense_lens,
-                    num_tokens,
-                    step.groups,
-                )
-            )
-        else:
-            req, token_index, req_tensor, req_lens, count = templates[k]
-            steps.append(
-                StepPlan(
-                    step.layer,
-                    step.pass_index,
-                    req,
-                    token_index,
-                    req_tensor,
-                    req_lens,
-                    count,
-                    step.groups,
-                )
-            )
+    for step, parts in zip(schedule.steps, layout.step_parts, strict=True):
+        if parts is None:  # every request runs this step, on one pass: dense
+            slot = SlotRows(step.slots[0][0], *dense_slot_base)
+            steps.append(StepPlan(step.layer, (slot,), None, num_tokens, step.groups))
+            continue
+        if parts not in resolved:
+            resolved[parts] = _resolve_parts(parts, templates)
+        slots, token_index, count = resolved[parts]
+        steps.append(StepPlan(step.layer, slots, token_index, count, step.groups))
     return BatchPlan(
         steps=steps,
         num_tokens=num_tokens,

@@ -13,10 +13,10 @@ __all__ = ["LayerFn", "run_plan"]
 LayerFn = Callable[[StepPlan, torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor]]
 """``layer_fn(step, hidden_states, residual) -> (hidden_states, residual)``.
 
-Runs decoder layer ``step.layer`` (pass ``step.pass_index``) on the rows it is given: all rows of
-the batch for a dense step, else the rows ``step.token_index`` of requests
-``step.request_indices``. ``residual`` is ``None`` only when no layer has run yet (the stock
-vLLM first-layer path).
+Runs decoder layer ``step.layer`` on the rows it is given: all rows of the batch for a dense step,
+else the rows ``step.token_index``; the rows of ``step.slots[i]`` run pass
+``step.slots[i].pass_index`` of the layer (its own KV slot). ``residual`` is ``None`` only when
+no layer has run yet (the stock vLLM first-layer path).
 """
 
 

@@ -7,10 +7,12 @@ LM head and weight loading are reused as they are. Per forward:
 1. the model runner publishes the programs and scheduled token counts of the batch's requests
    (:meth:`PolarCausalLMMixin.polar_batch`); warm-up and profiling runs publish nothing and
    run the full program;
-2. the executor core merges the distinct programs into one schedule of (layer, pass) steps
-   and resolves each step to the token rows that run it;
-3. a step every row runs calls the layer on the whole batch; any other step gathers its rows,
-   runs the layer with attention metadata restricted to its requests, and scatters back.
+2. the executor core merges the distinct programs into one schedule of layer steps and
+   resolves each step to the token rows that run it, per pass of the layer;
+3. a step every row runs on one pass calls the layer on the whole batch; any other step gathers
+   its rows, runs the layer with attention metadata restricted to its requests, and scatters
+   back. A step that runs different passes for different requests runs the layer once and
+   splits only its attention, each pass on its own KV slot.
 
 Pass ``p`` of layer ``l`` reads and writes KV slot ``p * D + l``: its own ``Attention`` object
 (``model.polar_slots.{p * D + l}``) behind the layer's projections. Tokens that skip a
@@ -21,7 +23,7 @@ recomputing the whole sequence through the program would.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,9 +35,10 @@ from polar_vllm.compat.attention_slots import (
     attention_slot,
     forward_context_entries,
     make_slot_attention,
+    split_attention,
 )
 from polar_vllm.config import PolarConfig, polar_settings
-from polar_vllm.executor import StepPlan, plan_batch, run_plan
+from polar_vllm.executor import SlotRows, StepPlan, plan_batch, run_plan
 from polar_vllm.program import Program
 
 __all__ = ["PolarBatch", "PolarCausalLMMixin"]
@@ -62,33 +65,36 @@ class _StepRunner:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         layer = self.model.model.layers[step.layer]
         attention = layer.self_attn.attn
-        slot_name = self.model.polar_slot_name(step.layer, step.pass_index)
         if step.is_dense:
+            slot_name = self.model.polar_slot_name(step.layer, step.slots[0].pass_index)
             with attention_slot(attention, slot_name):
                 return layer(self.positions, hidden_states, residual)
         positions = self.positions.index_select(0, step.token_index)
-        metadata, slot_mapping = self._sub_batch(step, slot_name, attention)
-        with (
-            attention_slot(attention, slot_name),
-            forward_context_entries(slot_name, metadata, slot_mapping),
-        ):
+        with ExitStack() as stack:
+            blocks = []
+            for slot in step.slots:
+                slot_name = self.model.polar_slot_name(step.layer, slot.pass_index)
+                metadata, slot_mapping = self._sub_batch(slot, slot_name, attention)
+                stack.enter_context(forward_context_entries(slot_name, metadata, slot_mapping))
+                blocks.append((slot_name, slot.num_tokens))
+            stack.enter_context(split_attention(attention, blocks))
             return layer(positions, hidden_states, residual)
 
     def _sub_batch(
-        self, step: StepPlan, slot_name: str, attention: nn.Module
+        self, slot: SlotRows, slot_name: str, attention: nn.Module
     ) -> tuple[Any, torch.Tensor]:
-        """Attention metadata and slot mapping of ``step``'s requests (cached per forward)."""
+        """Attention metadata and slot mapping of ``slot``'s requests (cached per forward)."""
         from vllm.forward_context import get_forward_context
 
         context = get_forward_context()
         batch_metadata = context.attn_metadata[slot_name]
-        key = (id(batch_metadata), step.request_indices)
+        key = (id(batch_metadata), slot.request_indices)
         if key not in self.sub_batches:
-            slot_mapping = context.slot_mapping[slot_name].index_select(0, step.token_index)
+            slot_mapping = context.slot_mapping[slot_name].index_select(0, slot.token_index)
             metadata = subset_attention_metadata(
                 batch_metadata,
-                step.request_index_tensor,
-                step.query_lens,
+                slot.request_index_tensor,
+                slot.query_lens,
                 slot_mapping,
                 attention,
                 self.model.polar_dtype,
