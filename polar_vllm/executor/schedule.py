@@ -338,12 +338,14 @@ def _merge_sorted(programs: tuple[Program, ...]) -> MergedSchedule:
     )
     total_steps = sum(len(s) for s in steps)
     best: MergedSchedule | None = None
+    best_rank: tuple[float, int] | None = None
     for is_alignment, make in candidates:
         if is_alignment and best is not None and total_steps * len(best) > ALIGN_CELL_BUDGET:
             continue  # keep a cold merge of many programs cheap: greedy only
         schedule = _finish(programs, steps, make())
-        if best is None or rank(schedule) < rank(best):
-            best = schedule
+        schedule_rank = rank(schedule)
+        if best_rank is None or schedule_rank < best_rank:
+            best, best_rank = schedule, schedule_rank
         if len(best) == lower and all(len(s.slots) == 1 for s in best.steps):
             # Optimal: each (layer, pass) runs once, for every program needing it, in one step.
             break
