@@ -159,8 +159,19 @@ def run_once(
     return seconds, tokens, statistics.fmean(ttfts) if ttfts else float("nan")
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux: ``/proc/cpuinfo``), else what ``platform`` knows."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                return value.strip()
+    return platform.processor() or platform.machine()
+
+
 def machine_record() -> dict[str, Any]:
-    """The machine a run measured: platform, cores, CPU instruction set, device, torch.
+    """The machine a run measured: platform, CPU model, cores, CPU instruction set, device, torch.
 
     ``cpu_bf16`` says whether the CPU has bf16 matrix instructions (AVX-512 BF16 or AMX), so
     whether a bfloat16 run is fast on it (torch's private probes; ``None`` if they are gone).
@@ -171,6 +182,7 @@ def machine_record() -> dict[str, Any]:
     return {
         "platform": platform.platform(),
         "processor": platform.processor(),
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_bf16": any(probe() for probe in probes) if all(probes) else None,
@@ -237,11 +249,19 @@ def make_engine(model_dir: str, polar: bool, args: argparse.Namespace) -> Any:
 
 
 def summarize(measurements: list[Measurement]) -> list[dict[str, Any]]:
-    """Median tokens/s per (workload, batch, variant) and its ratio to stock."""
+    """Median tokens/s per (workload, batch, variant) and its ratio to stock.
+
+    ``ratios_by_repeat`` holds each repeat's ratio to stock's run of the same repeat, in
+    repeat order: their spread shows how much of a ratio is the machine's noise."""
     groups: dict[tuple[str, int, str], list[Measurement]] = {}
     for measurement in measurements:
         key = (measurement.workload, measurement.batch_size, measurement.variant)
         groups.setdefault(key, []).append(measurement)
+    stock_seconds = {
+        (run.workload, run.batch_size, run.repeat): run.seconds / run.generated_tokens
+        for run in measurements
+        if run.variant == STOCK
+    }
     rows = []
     for (workload, batch_size, variant), runs in groups.items():
         tokens_per_s = statistics.median(run.generated_tokens / run.seconds for run in runs)
@@ -257,6 +277,12 @@ def summarize(measurements: list[Measurement]) -> list[dict[str, Any]]:
                 "mean_executed_layers": runs[0].mean_executed_layers,
                 "kv_bytes_per_request": runs[0].kv_bytes_per_request,
                 "repeats": len(runs),
+                "ratios_by_repeat": [
+                    stock_seconds[workload, batch_size, run.repeat]
+                    * run.generated_tokens
+                    / run.seconds
+                    for run in sorted(runs, key=lambda run: run.repeat)
+                ],
             }
         )
     stock = {
@@ -270,7 +296,8 @@ def summarize(measurements: list[Measurement]) -> list[dict[str, Any]]:
 
 
 def plot(rows: list[dict[str, Any]], depth: int, path: Path) -> None:
-    """Speed-up against stock vs mean executed layers, one line per batch size."""
+    """Speed-up against stock vs mean executed layers, one line per batch size, with the ideal
+    D/layers curve and the issue's 0.9 x ideal target for mixed programs."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -283,6 +310,13 @@ def plot(rows: list[dict[str, Any]], depth: int, path: Path) -> None:
         layers = sorted({row["mean_executed_layers"] for row in polar_rows})
         ideal_x = [x / 10 for x in range(int(min(layers) * 10), int(max(layers) * 10) + 1)]
         axis.plot(ideal_x, [depth / x for x in ideal_x], "k--", label=f"ideal {depth}/layers")
+        axis.plot(
+            ideal_x,
+            [0.9 * depth / x for x in ideal_x],
+            color="grey",
+            linestyle=":",
+            label="0.9 x ideal",
+        )
         for batch_size in sorted({row["batch_size"] for row in polar_rows}):
             points = sorted(
                 (row["mean_executed_layers"], row["ratio_to_stock"], row["variant"])
@@ -425,13 +459,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def print_table(rows: list[dict[str, Any]]) -> None:
     """The summary as a Markdown table."""
-    print("| workload | batch | variant | layers | tok/s | ratio to stock | TTFT s |")
-    print("|---|---|---|---|---|---|---|")
+    print("| workload | batch | variant | layers | tok/s | ratio to stock | per repeat | TTFT s |")
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
+        per_repeat = " / ".join(f"{ratio:.3f}" for ratio in row["ratios_by_repeat"])
         print(
             f"| {row['workload']} | {row['batch_size']} | {row['variant']} | "
             f"{row['mean_executed_layers']:.1f} | {row['tokens_per_s']:.1f} | "
-            f"{row['ratio_to_stock']:.3f} | {row['mean_ttft_s']:.3f} |"
+            f"{row['ratio_to_stock']:.3f} | {per_repeat} | {row['mean_ttft_s']:.3f} |"
         )
 
 

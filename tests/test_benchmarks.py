@@ -32,8 +32,12 @@ def _check_throughput_results(results: dict, batch_sizes: list[int], variants: s
     }
     for row in rows:
         assert row["tokens_per_s"] > 0 and row["ratio_to_stock"] > 0
+        assert len(row["ratios_by_repeat"]) == row["repeats"]
+        if row["repeats"] == 1:  # one run each: the ratio is that run's
+            assert row["ratios_by_repeat"] == [pytest.approx(row["ratio_to_stock"])]
         if row["variant"] == "stock":
             assert row["ratio_to_stock"] == 1.0 and row["mean_executed_layers"] == 30
+            assert row["ratios_by_repeat"] == [pytest.approx(1.0)] * row["repeats"]
     h75 = next(row for row in rows if row["variant"] == "h75")
     assert h75["mean_executed_layers"] == 23
     assert results["kv_slots"] == {"stock": 30, "polar": 60}
@@ -75,7 +79,7 @@ def test_program_batching_benchmark_quick(tmp_path):
     assert results["settings"]["max_delay_s"] == 5.0
     assert results["settings"]["dtype"] == "float32"
     machine = results["machine"]
-    assert machine["cpu_count"] >= 1 and machine["cpu_capability"]
+    assert machine["cpu_count"] >= 1 and machine["cpu_capability"] and machine["cpu_model"]
     assert machine["cpu_bf16"] in (True, False, None)
     (row,) = results["rows"]
     assert (row["mix"], row["batch_size"], row["requests"]) == ("mixed", 4, 16)
