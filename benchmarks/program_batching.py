@@ -41,6 +41,7 @@ from throughput import (
     DTYPE_HELP,
     REPOSITORY,
     RESULTS,
+    TARGET_SHARE_OF_IDEAL,
     engine_settings,
     machine_record,
     run_once,
@@ -152,7 +153,13 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         for variant, label in (("polar_fcfs", "vLLM's order"), ("polar_program_aware", "aware")):
             axis.plot(sizes, [r["share_of_ideal"][variant] for r in mix_rows], "o-", label=label)
         axis.axhline(1.0, color="k", linestyle="--", linewidth=0.8, label="ideal D/layers")
-        axis.axhline(0.9, color="grey", linestyle=":", linewidth=0.8, label="0.9 x ideal")
+        axis.axhline(
+            TARGET_SHARE_OF_IDEAL,
+            color="grey",
+            linestyle=":",
+            linewidth=0.8,
+            label=f"{TARGET_SHARE_OF_IDEAL} x ideal",
+        )
         axis.set_xlabel("batch size (max_num_seqs)")
         axis.set_ylabel("speed-up over stock / ideal speed-up")
         axis.set_title(f"{mix} mix")

@@ -56,6 +56,8 @@ RESULTS = REPOSITORY / "benchmarks" / "results"
 PROGRAM_SETS = ("full", "h50", "h75", "h90", "r110", "r125", "mixed", "labels", "predicted")
 WORKLOADS = ("math", "long")
 STOCK = "stock"
+TARGET_SHARE_OF_IDEAL = 0.9
+"""The share of the ideal speed-up (D / mean executed layers) mixed programs should reach."""
 BF16_PROBES = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
 DTYPE_HELP = (
     "model dtype; float32 (default) runs well on every CPU, bfloat16 only on CPUs with "
@@ -257,7 +259,7 @@ def summarize(measurements: list[Measurement]) -> list[dict[str, Any]]:
     for measurement in measurements:
         key = (measurement.workload, measurement.batch_size, measurement.variant)
         groups.setdefault(key, []).append(measurement)
-    stock_seconds = {
+    stock_seconds_per_token = {
         (run.workload, run.batch_size, run.repeat): run.seconds / run.generated_tokens
         for run in measurements
         if run.variant == STOCK
@@ -278,7 +280,7 @@ def summarize(measurements: list[Measurement]) -> list[dict[str, Any]]:
                 "kv_bytes_per_request": runs[0].kv_bytes_per_request,
                 "repeats": len(runs),
                 "ratios_by_repeat": [
-                    stock_seconds[workload, batch_size, run.repeat]
+                    stock_seconds_per_token[workload, batch_size, run.repeat]
                     * run.generated_tokens
                     / run.seconds
                     for run in sorted(runs, key=lambda run: run.repeat)
@@ -312,10 +314,10 @@ def plot(rows: list[dict[str, Any]], depth: int, path: Path) -> None:
         axis.plot(ideal_x, [depth / x for x in ideal_x], "k--", label=f"ideal {depth}/layers")
         axis.plot(
             ideal_x,
-            [0.9 * depth / x for x in ideal_x],
+            [TARGET_SHARE_OF_IDEAL * depth / x for x in ideal_x],
             color="grey",
             linestyle=":",
-            label="0.9 x ideal",
+            label=f"{TARGET_SHARE_OF_IDEAL} x ideal",
         )
         for batch_size in sorted({row["batch_size"] for row in polar_rows}):
             points = sorted(
