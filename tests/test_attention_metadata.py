@@ -91,9 +91,12 @@ def _token_rows(subset) -> torch.Tensor:
     return torch.tensor([row for r in subset for row in range(offsets[r], offsets[r + 1])])
 
 
-def test_cpu_subset_attention_equals_the_batch_rows(smollm2_dir):
+@pytest.mark.parametrize("offsets_given", [False, True])
+def test_cpu_subset_attention_equals_the_batch_rows(smollm2_dir, offsets_given):
+    """With query offsets from the caller (the batch plan) or computed from the lengths."""
     metadata, layer, kv_cache, query = _cpu_batch(smollm2_dir)
     rows = _token_rows(SUBSET)
+    offsets = torch.tensor([0, 1, 6], dtype=torch.int32) if offsets_given else None
     sub = subset_attention_metadata(
         metadata,
         torch.tensor(SUBSET, dtype=torch.int32),
@@ -101,6 +104,7 @@ def test_cpu_subset_attention_equals_the_batch_rows(smollm2_dir):
         metadata.slot_mapping[rows],
         layer,
         torch.float32,
+        query_start_loc=offsets,
     )
     assert sub.query_start_loc.tolist() == [0, 1, 6]
     assert sub.seq_lens.tolist() == [SEQ_LENS[r] for r in SUBSET]

@@ -274,6 +274,8 @@ def test_plan_homogeneous_batch_is_dense():
     assert first.request_indices == (0, 1, 3, 4)  # the request with no tokens is left out
     assert first.request_index_tensor.dtype == torch.int32
     assert first.query_lens == (1, 4, 2, 1)
+    assert first.query_start_loc.dtype == torch.int32
+    assert first.query_start_loc.tolist() == [0, 1, 5, 7, 8]
     assert first.token_index is None and first.num_tokens == 8
     assert [(s.layer, s.slots[0].pass_index) for s in plan.steps] == list(program_steps(program))
 
@@ -298,6 +300,7 @@ def test_plan_token_indices():
     assert slot1.token_index.tolist() == [0, 1, 5]
     assert slot1.request_index_tensor.tolist() == [0, 2]
     assert slot1.query_lens == (2, 1) and slot1.num_tokens == step1.num_tokens == 3
+    assert slot1.query_start_loc.tolist() == [0, 2, 3]
     assert plan.steps[0].token_index.tolist() == [0, 1, 2, 3, 4, 5]
     assert plan.layer_token_evals == 6 + 3 + 6 == schedule_cost(plan.schedule, [3, 3, 2])
     with pytest.raises(ValueError):
@@ -373,6 +376,8 @@ class ToyDecoder:
             assert slot.start == start
             assert len(slot.request_indices) == len(slot.query_lens)
             assert len(slot.request_index_tensor) == len(slot.query_lens)
+            offsets = [0, *itertools.accumulate(slot.query_lens)]
+            assert slot.query_start_loc.tolist() == offsets
             if not step.is_dense:
                 assert slot.num_tokens == sum(slot.query_lens) == len(slot.token_index)
                 rows_of_slot = step.token_index[start : start + slot.num_tokens]

@@ -10,6 +10,7 @@ metadata is backend specific, so there is one function per backend behind
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -26,13 +27,16 @@ class UnsupportedAttentionBackend(NotImplementedError):
 class _SubBatch:
     request_index: torch.Tensor
     query_lens: Sequence[int]
+    query_start_loc: torch.Tensor  # int32, on the CPU
     slot_mapping: torch.Tensor
 
+    def query_start_loc_on(self, device: torch.device) -> torch.Tensor:
+        return self.query_start_loc.to(device, non_blocking=True)
 
-def _query_start_loc(query_lens: Sequence[int], device: torch.device) -> torch.Tensor:
-    offsets = torch.zeros(len(query_lens) + 1, dtype=torch.int32)
-    torch.cumsum(torch.tensor(query_lens, dtype=torch.int32), 0, out=offsets[1:])
-    return offsets.to(device, non_blocking=True)
+
+def _query_offsets(query_lens: Sequence[int]) -> torch.Tensor:
+    """``[0, cumsum(query_lens)...]`` as an int32 CPU tensor."""
+    return torch.tensor([0, *itertools.accumulate(query_lens)], dtype=torch.int32)
 
 
 def _subset_cpu(metadata: Any, rows: _SubBatch, layer: Any, dtype: torch.dtype) -> Any:
@@ -46,7 +50,7 @@ def _subset_cpu(metadata: Any, rows: _SubBatch, layer: Any, dtype: torch.dtype) 
         )
     query_lens, request_index = rows.query_lens, rows.request_index
     seq_lens = metadata.seq_lens.index_select(0, request_index)
-    query_start_loc = _query_start_loc(query_lens, metadata.query_start_loc.device)
+    query_start_loc = rows.query_start_loc_on(metadata.query_start_loc.device)
     impl = layer.impl
     scheduler_metadata = ops.cpu_attn_get_scheduler_metadata(
         num_reqs=len(query_lens),
@@ -106,7 +110,7 @@ def _subset_flash_attention(metadata: Any, rows: _SubBatch, layer: Any, dtype: t
         metadata,
         num_actual_tokens=sum(query_lens),
         max_query_len=max(query_lens),
-        query_start_loc=_query_start_loc(query_lens, device),
+        query_start_loc=rows.query_start_loc_on(device),
         seq_lens=metadata.seq_lens.index_select(0, device_index),
         block_table=metadata.block_table.index_select(0, device_index),
         slot_mapping=rows.slot_mapping,
@@ -131,6 +135,7 @@ def subset_attention_metadata(
     slot_mapping: torch.Tensor,
     layer: Any,
     dtype: torch.dtype,
+    query_start_loc: torch.Tensor | None = None,
 ) -> Any:
     """The attention metadata of the requests ``request_index`` of ``metadata``'s batch.
 
@@ -141,6 +146,8 @@ def subset_attention_metadata(
         slot_mapping: the KV-cache slots of the sub-batch's tokens (rows of the batch's).
         layer: the ``Attention`` layer the metadata is for (backend parameters).
         dtype: the model's activation dtype.
+        query_start_loc: ``[0, cumsum(query_lens)...]`` as an int32 CPU tensor, if the caller
+            has it (the batch plan does); computed from ``query_lens`` otherwise.
     """
     subsetter = _SUBSETTERS.get(type(metadata).__name__)
     if subsetter is None:
@@ -148,4 +155,7 @@ def subset_attention_metadata(
             f"PoLar cannot run mixed-program batches with attention metadata "
             f"{type(metadata).__name__}; supported: {sorted(_SUBSETTERS)}"
         )
-    return subsetter(metadata, _SubBatch(request_index, query_lens, slot_mapping), layer, dtype)
+    if query_start_loc is None:
+        query_start_loc = _query_offsets(query_lens)
+    rows = _SubBatch(request_index, query_lens, query_start_loc, slot_mapping)
+    return subsetter(metadata, rows, layer, dtype)

@@ -5,19 +5,28 @@ the attention op looks up its metadata, slot mapping and cache by that name in t
 context. So an extra pass of a layer is a second ``Attention`` object (registered under its own
 name, no weights of its own) behind the layer's QKV/O projections, and running pass ``p`` of a
 layer means pointing the layer's ``Attention`` at slot ``p``'s name for the call. One call of a
-layer may also run different passes for different rows (:func:`split_attention`).
+layer may also run different passes for different rows (:func:`call_on_slots`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
-__all__ = ["attention_slot", "forward_context_entries", "make_slot_attention", "split_attention"]
+_T = TypeVar("_T")
+
+__all__ = [
+    "ContextTables",
+    "SlotBlock",
+    "attention_slot",
+    "call_on_slots",
+    "forward_context_tables",
+    "make_slot_attention",
+]
 
 
 def make_slot_attention(base: nn.Module, prefix: str, vllm_config: Any) -> nn.Module:
@@ -56,20 +65,63 @@ def attention_slot(attention: nn.Module, slot_name: str) -> Iterator[None]:
         attention.layer_name = own_name
 
 
-@contextmanager
-def split_attention(attention: nn.Module, blocks: Sequence[tuple[str, int]]) -> Iterator[None]:
-    """Within the block, ``attention`` runs consecutive blocks of rows on different KV slots.
+SlotBlock = tuple[str, Any, torch.Tensor, int]
+"""``(slot name, attention metadata, slot mapping, rows)``: one KV slot's block of a step's rows."""
 
-    ``blocks`` lists ``(slot name, rows)`` in row order. With one block this is
-    :func:`attention_slot`. With several, a call of ``attention`` runs each block of its query,
-    key and value rows as a call of its own against that block's slot (which finds its own
-    metadata and slot mapping in the forward context) and concatenates the outputs, so the
-    layer's projections and MLP run once for all rows.
+ContextTables = tuple[dict[str, Any], dict[str, torch.Tensor]]
+"""The forward context's attention metadata and slot mappings, by layer name."""
+
+
+def forward_context_tables() -> ContextTables:
+    """The current forward's per-layer attention metadata and slot mapping dicts."""
+    from vllm.forward_context import get_forward_context
+
+    context = get_forward_context()
+    metadata_by_layer, slots_by_layer = context.attn_metadata, context.slot_mapping
+    if not isinstance(metadata_by_layer, dict) or not isinstance(slots_by_layer, dict):
+        raise NotImplementedError("PoLar sub-batches need per-layer attention metadata dicts")
+    return metadata_by_layer, slots_by_layer
+
+
+def call_on_slots(
+    attention: nn.Module,
+    tables: ContextTables,
+    blocks: Sequence[SlotBlock],
+    call: Callable[..., _T],
+    *args: Any,
+) -> _T:
+    """Return ``call(*args)`` with ``attention`` running consecutive blocks of rows on KV slots.
+
+    Each block's slot sees the block's attention metadata and slot mapping in the forward
+    context (``tables``) for the call, then its own again. With one block, ``attention`` simply
+    reads and writes that block's slot. With several, a call of ``attention`` runs each block of
+    its query, key and value rows as a call of its own against that block's slot and
+    concatenates the outputs, so the layer's projections and MLP run once for all rows.
     """
-    if len(blocks) == 1:
-        with attention_slot(attention, blocks[0][0]):
-            yield
-        return
+    metadata_by_layer, slots_by_layer = tables
+    saved = [(name, metadata_by_layer[name], slots_by_layer[name]) for name, *_ in blocks]
+    for name, metadata, slot_mapping, _ in blocks:
+        metadata_by_layer[name] = metadata
+        slots_by_layer[name] = slot_mapping
+    own_name = attention.layer_name
+    split = len(blocks) > 1
+    if split:
+        attention.forward = _split_forward(attention, [(name, rows) for name, *_, rows in blocks])
+    else:
+        attention.layer_name = blocks[0][0]
+    try:
+        return call(*args)
+    finally:
+        if split:
+            del attention.forward
+        attention.layer_name = own_name
+        for name, metadata, slot_mapping in saved:
+            metadata_by_layer[name] = metadata
+            slots_by_layer[name] = slot_mapping
+
+
+def _split_forward(attention: nn.Module, blocks: Sequence[tuple[str, int]]) -> Callable:
+    """``attention.forward`` that runs each ``(slot name, rows)`` block on its own slot."""
     forward = type(attention).forward
 
     def split_forward(
@@ -91,27 +143,4 @@ def split_attention(attention: nn.Module, blocks: Sequence[tuple[str, int]]) -> 
             start = end
         return torch.cat(outputs)
 
-    attention.forward = split_forward
-    try:
-        yield
-    finally:
-        del attention.forward
-
-
-@contextmanager
-def forward_context_entries(
-    layer_name: str, attn_metadata: Any, slot_mapping: torch.Tensor
-) -> Iterator[None]:
-    """Within the block, layer ``layer_name`` sees ``attn_metadata`` and ``slot_mapping``."""
-    from vllm.forward_context import get_forward_context
-
-    context = get_forward_context()
-    metadata_by_layer, slots_by_layer = context.attn_metadata, context.slot_mapping
-    if not isinstance(metadata_by_layer, dict) or not isinstance(slots_by_layer, dict):
-        raise NotImplementedError("PoLar sub-batches need per-layer attention metadata dicts")
-    saved = metadata_by_layer[layer_name], slots_by_layer[layer_name]
-    metadata_by_layer[layer_name], slots_by_layer[layer_name] = attn_metadata, slot_mapping
-    try:
-        yield
-    finally:
-        metadata_by_layer[layer_name], slots_by_layer[layer_name] = saved
+    return split_forward

@@ -33,6 +33,8 @@ class SlotRows:
         request_index_tensor: ``request_indices`` as an int32 CPU tensor, for subsetting
             per-request attention metadata.
         query_lens: token counts of ``request_indices``, in the same order.
+        query_start_loc: int32 CPU tensor ``[0, cumsum(query_lens)...]``: where each request's
+            tokens start among these rows (attention metadata's query offsets).
         token_index: int64 rows of the flattened batch (on the plan's device), the token ranges
             of ``request_indices`` concatenated in order; ``None`` when the step is dense.
         start: where these rows begin among the step's rows (slots follow each other by
@@ -44,6 +46,7 @@ class SlotRows:
     request_indices: tuple[int, ...]
     request_index_tensor: torch.Tensor
     query_lens: tuple[int, ...]
+    query_start_loc: torch.Tensor
     token_index: torch.Tensor | None
     start: int
     num_tokens: int
@@ -159,13 +162,15 @@ def _resolve_parts(
     """The slots of a non-dense step, its token rows (the slots' rows in order) and their count.
 
     ``parts`` are the step's ``(pass_index, part set)`` pairs; ``templates[k]`` holds part set
-    ``k``'s requests, token rows, request tensor, query lengths and token count.
+    ``k``'s requests, token rows, request tensor, query lengths, query offsets and token count.
     """
     slots = []
     start = 0
     for pass_index, k in parts:
-        requests, token_index, request_tensor, lens, count = templates[k]
-        slot = SlotRows(pass_index, requests, request_tensor, lens, token_index, start, count)
+        requests, token_index, request_tensor, lens, offsets, count = templates[k]
+        slot = SlotRows(
+            pass_index, requests, request_tensor, lens, offsets, token_index, start, count
+        )
         slots.append(slot)
         start += count
     if len(slots) == 1:
@@ -254,6 +259,8 @@ def plan_batch(
         dense_requests = tuple(range(num_requests))
         dense_lens = tuple(lens.tolist())
     dense_request_tensor = torch.from_numpy(active.astype(np.int32))
+    dense_offsets = np.zeros(len(dense_lens) + 1, dtype=np.int32)
+    np.cumsum(dense_lens, out=dense_offsets[1:])
 
     # Resolve every partial group set at once: the nonzero entries of the (set, request)
     # membership matrix, set by set, are the requests of each set; their token ranges follow.
@@ -265,18 +272,27 @@ def plan_batch(
         requests = flat % num_requests if num_requests else flat
         request_counts = np.count_nonzero(request_mask, axis=1).tolist()
         one_token_each = total == num_requests and not has_empty
+        request_lens = lens[requests]
+        ends = np.cumsum(request_lens)  # running token count over the sets' requests
+        first_of_set = np.cumsum([0, *request_counts[:-1]])
+        # Query offsets of every set in one array: set k's are [0, its running token counts...]
+        # and start at entry first_of_set[k] + k.
+        set_of_request = np.repeat(np.arange(num_sets), request_counts)
+        tokens_before_set = ends[first_of_set] - request_lens[first_of_set]
+        offsets = np.zeros(len(requests) + num_sets, dtype=np.int32)
+        offsets[np.arange(1, len(requests) + 1) + set_of_request] = (
+            ends - tokens_before_set[set_of_request]
+        )
+        offset_views = torch.from_numpy(offsets).split_with_sizes([c + 1 for c in request_counts])
         if one_token_each:  # decode: token rows are request indices
             token_rows = requests
             token_counts = request_counts
         else:
             # Concatenated token ranges of `requests`: row = start of its request + offset.
-            request_lens = lens[requests]
-            ends = np.cumsum(request_lens)
             starts = np.cumsum(lens) - lens
             shift = np.repeat(starts[requests] - (ends - request_lens), request_lens)
             token_rows = np.arange(int(ends[-1]), dtype=np.int64) + shift
-            token_counts = np.add.reduceat(request_lens, np.cumsum([0, *request_counts[:-1]]))
-            token_counts = token_counts.tolist()
+            token_counts = np.add.reduceat(request_lens, first_of_set).tolist()
 
         host_index = torch.from_numpy(token_rows.astype(np.int64))
         if device.type == "cpu":
@@ -300,12 +316,21 @@ def plan_batch(
                     (1,) * (end - start)
                     if lens_of_request is None
                     else tuple(lens_of_request[start:end]),
+                    offset_views[k],
                     token_counts[k],
                 )
             )
             start = end
 
-    dense_slot_base = (dense_requests, dense_request_tensor, dense_lens, None, 0, num_tokens)
+    dense_slot_base = (
+        dense_requests,
+        dense_request_tensor,
+        dense_lens,
+        torch.from_numpy(dense_offsets),
+        None,
+        0,
+        num_tokens,
+    )
     resolved: dict[tuple[tuple[int, int], ...], tuple[tuple[SlotRows, ...], torch.Tensor, int]] = {}
     steps = []
     for step, parts in zip(schedule.steps, layout.step_parts, strict=True):

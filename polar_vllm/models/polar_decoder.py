@@ -23,7 +23,7 @@ recomputing the whole sequence through the program would.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,13 +32,15 @@ from torch import nn
 
 from polar_vllm.compat.attention_metadata import subset_attention_metadata
 from polar_vllm.compat.attention_slots import (
+    ContextTables,
+    SlotBlock,
     attention_slot,
-    forward_context_entries,
+    call_on_slots,
+    forward_context_tables,
     make_slot_attention,
-    split_attention,
 )
 from polar_vllm.config import PolarConfig, polar_settings
-from polar_vllm.executor import SlotRows, StepPlan, plan_batch, run_plan
+from polar_vllm.executor import BatchPlan, StepPlan, plan_batch, run_plan
 from polar_vllm.program import Program
 
 __all__ = ["PolarBatch", "PolarCausalLMMixin"]
@@ -53,12 +55,21 @@ class PolarBatch:
 
 
 class _StepRunner:
-    """Runs one schedule step of one forward (the executor core's ``LayerFn``)."""
+    """Runs one schedule step of one forward (the executor core's ``LayerFn``).
 
-    def __init__(self, model: PolarCausalLMMixin, positions: torch.Tensor) -> None:
+    Everything a sub-batch step needs besides its rows (the attention metadata and slot mapping
+    of its requests, per KV slot, and their positions) is built for all steps of the plan
+    before the first layer runs: one pass over small tensors, instead of bookkeeping between
+    layer calls whose weights have just pushed it out of the CPU caches.
+    """
+
+    def __init__(self, model: PolarCausalLMMixin, positions: torch.Tensor, plan: BatchPlan) -> None:
         self.model = model
         self.positions = positions
-        self.sub_batches: dict[tuple[int, tuple[int, ...]], tuple[Any, torch.Tensor]] = {}
+        self.tables: ContextTables | None = None
+        self.step_inputs: dict[int, tuple[list[SlotBlock], torch.Tensor]] = {}
+        if not plan.is_dense:
+            self._prepare_sub_batches(plan)
 
     def __call__(
         self, step: StepPlan, hidden_states: torch.Tensor, residual: torch.Tensor | None
@@ -69,38 +80,46 @@ class _StepRunner:
             slot_name = self.model.polar_slot_name(step.layer, step.slots[0].pass_index)
             with attention_slot(attention, slot_name):
                 return layer(self.positions, hidden_states, residual)
-        positions = self.positions.index_select(0, step.token_index)
-        with ExitStack() as stack:
+        blocks, positions = self.step_inputs[id(step)]
+        return call_on_slots(
+            attention, self.tables, blocks, layer, positions, hidden_states, residual
+        )
+
+    def _prepare_sub_batches(self, plan: BatchPlan) -> None:
+        """Fill ``step_inputs`` for every sub-batch step of ``plan``.
+
+        A request set's metadata is built once per KV-cache group (layers sharing the batch's
+        metadata object) and a row set's positions once, however many steps use them.
+        """
+        self.tables = metadata_by_layer, slots_by_layer = forward_context_tables()
+        sub_batches: dict[tuple[int, tuple[int, ...]], tuple[Any, torch.Tensor]] = {}
+        positions_of_rows: dict[int, torch.Tensor] = {}
+        for step in plan.steps:
+            if step.is_dense:
+                continue
+            attention = self.model.model.layers[step.layer].self_attn.attn
             blocks = []
             for slot in step.slots:
                 slot_name = self.model.polar_slot_name(step.layer, slot.pass_index)
-                metadata, slot_mapping = self._sub_batch(slot, slot_name, attention)
-                stack.enter_context(forward_context_entries(slot_name, metadata, slot_mapping))
-                blocks.append((slot_name, slot.num_tokens))
-            stack.enter_context(split_attention(attention, blocks))
-            return layer(positions, hidden_states, residual)
-
-    def _sub_batch(
-        self, slot: SlotRows, slot_name: str, attention: nn.Module
-    ) -> tuple[Any, torch.Tensor]:
-        """Attention metadata and slot mapping of ``slot``'s requests (cached per forward)."""
-        from vllm.forward_context import get_forward_context
-
-        context = get_forward_context()
-        batch_metadata = context.attn_metadata[slot_name]
-        key = (id(batch_metadata), slot.request_indices)
-        if key not in self.sub_batches:
-            slot_mapping = context.slot_mapping[slot_name].index_select(0, slot.token_index)
-            metadata = subset_attention_metadata(
-                batch_metadata,
-                slot.request_index_tensor,
-                slot.query_lens,
-                slot_mapping,
-                attention,
-                self.model.polar_dtype,
-            )
-            self.sub_batches[key] = metadata, slot_mapping
-        return self.sub_batches[key]
+                batch_metadata = metadata_by_layer[slot_name]
+                key = (id(batch_metadata), slot.request_indices)
+                if key not in sub_batches:
+                    slot_mapping = slots_by_layer[slot_name].index_select(0, slot.token_index)
+                    metadata = subset_attention_metadata(
+                        batch_metadata,
+                        slot.request_index_tensor,
+                        slot.query_lens,
+                        slot_mapping,
+                        attention,
+                        self.model.polar_dtype,
+                        slot.query_start_loc,
+                    )
+                    sub_batches[key] = metadata, slot_mapping
+                blocks.append((slot_name, *sub_batches[key], slot.num_tokens))
+            rows = step.token_index
+            if id(rows) not in positions_of_rows:
+                positions_of_rows[id(rows)] = self.positions.index_select(0, rows)
+            self.step_inputs[id(step)] = blocks, positions_of_rows[id(rows)]
 
 
 class PolarCausalLMMixin:
@@ -171,7 +190,8 @@ class PolarCausalLMMixin:
         plan = plan_batch(
             batch.programs, batch.query_lens, hidden_states.device, num_tokens=num_tokens
         )
-        hidden_states, residual = run_plan(plan, hidden_states, None, _StepRunner(self, positions))
+        step_runner = _StepRunner(self, positions, plan)
+        hidden_states, residual = run_plan(plan, hidden_states, None, step_runner)
         if residual is None:
             return decoder.norm(hidden_states)
         hidden_states, _ = decoder.norm(hidden_states, residual)
