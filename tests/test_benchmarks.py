@@ -3,8 +3,9 @@ benchmarks report them)."""
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
+import math
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -18,11 +19,11 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
 def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
-    spec.loader.exec_module(module)
-    return module
+    """Import benchmark script ``name`` under its own name, as the scripts import each other
+    (and as an engine process that unpickles one of its functions finds it)."""
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    return importlib.import_module(name)
 
 
 def _check_throughput_results(results: dict, batch_sizes: list[int], variants: set[str]) -> None:
@@ -136,3 +137,55 @@ def test_predictor_overhead_benchmark_quick(tmp_path):
         assert row["total_ms"] > 0 and row["generation_s"] > 0
         assert 0 < row["share_of_latency"] < 1
     assert json.loads((tmp_path / "predictor_overhead_t.json").read_text()) == report
+
+
+def test_layer_call_cost_prices_schedules_by_steps_and_rows():
+    layer_call_cost = _load("layer_call_cost")
+    programs = [(0, 1, 2, 3), (0, 1, 2, 3), (0, 1, 1, 2, 3), (0, 2, 3), (0, 2, 3)]
+    mean_layers = (4 + 4 + 5 + 3 + 3) / 5
+    # Purely weight-bound steps: a forward costs its schedule length (0, 1, 1', 2, 3).
+    weight_bound = layer_call_cost.schedule_estimate(programs, 4, lambda rows: 1.0)
+    assert weight_bound["schedule_steps"] == weight_bound["decode_forward_ms"] == 5
+    assert weight_bound["speedup"] == pytest.approx(4 / 5)
+    assert weight_bound["share_of_ideal"] == pytest.approx((4 / 5) / (4 / mean_layers))
+    # Purely per-row steps: a forward costs its layer-token evaluations, the ideal.
+    per_row = layer_call_cost.schedule_estimate(programs, 4, lambda rows: rows)
+    assert per_row["decode_forward_ms"] == 5 * mean_layers
+    assert per_row["share_of_ideal"] == pytest.approx(1.0)
+    assert per_row["mean_step_rows"] == pytest.approx(5 * mean_layers / 5)
+
+
+def test_layer_call_cost_interpolates_and_extends_measured_costs():
+    cost = _load("layer_call_cost").cost_of_rows({1: 1.0, 4: 1.0, 8: 2.0})
+    assert [cost(1), cost(6), cost(8), cost(16)] == pytest.approx([1.0, 1.5, 2.0, 4.0])
+
+
+def test_layer_weight_bytes_match_the_checkpoint(smollm2_dir):
+    from safetensors import safe_open
+    from transformers import AutoConfig
+
+    layer_call_cost = _load("layer_call_cost")
+    with safe_open(next(Path(smollm2_dir).glob("*.safetensors")), "pt") as checkpoint:
+        names = [name for name in list(checkpoint.keys()) if name.startswith("model.layers.0.")]
+        numel = sum(math.prod(checkpoint.get_slice(name).get_shape()) for name in names)
+    config = AutoConfig.from_pretrained(smollm2_dir)
+    assert layer_call_cost.layer_weight_bytes(config, 4) == 4 * numel
+
+
+def test_layer_call_cost_benchmark_quick(tmp_path):
+    layer_call_cost = _load("layer_call_cost")
+    results = layer_call_cost.main(["--quick", "--results-dir", str(tmp_path)])
+    assert set(results["per_layer_ms"]) == {"1", "4"}
+    assert all(ms > 0 for ms in results["per_layer_ms"].values())
+    assert results["read_gbps"] > 0 and results["weight_read_floor_ms"] > 0
+    by_mix = {row["mix"]: row for row in results["rows"]}
+    assert set(by_mix) == {"full", "h75", "mixed"}
+    assert by_mix["full"]["schedule_steps"] == 30 and by_mix["h75"]["schedule_steps"] == 23
+    # Homogeneous batches run dense steps on the whole batch: exactly their ideal.
+    assert by_mix["full"]["share_of_ideal"] == pytest.approx(1.0)
+    assert by_mix["h75"]["share_of_ideal"] == pytest.approx(1.0)
+    mixed = by_mix["mixed"]
+    assert mixed["schedule_steps"] >= mixed["schedule_lower_bound"] > 30
+    assert 0 < mixed["share_of_ideal"] < 1.5
+    assert json.loads((tmp_path / "layer_call_cost_quick.json").read_text()) == results
+    assert (tmp_path / "layer_call_cost_quick.png").stat().st_size > 0
