@@ -13,7 +13,9 @@ weights in memory, not in the CPU caches, as a forward does: the two norms, the 
 projections and the MLP (attention and rotary, per-row work that no weights back, are left out).
 With that per-call cost c(n) it prices the merged schedule of each mix at each batch size B,
 sum over steps of c(rows of the step), against the full program's D x c(B), and reports the
-speed-up and share of ideal that the schedule alone allows for decode. It also reports the
+speed-up and share of ideal that the schedule alone allows for decode: for a batch of B
+requests of the mix, and (``--queue-factors``) for q x B requests waiting at once, batched by
+program-aware admission (``polar_vllm/batching.py``). It also reports the
 bytes of weights per layer and the machine's memory read bandwidth, whose quotient is the
 floor of c(n).
 
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import os
 import statistics
 import sys
@@ -54,6 +57,7 @@ from throughput import (
     settings_record,
 )
 
+from polar_vllm.batching import program_aware_order
 from polar_vllm.bundled import BUNDLED_MODELS, prepare_model
 from polar_vllm.executor.schedule import merge_programs, schedule_lower_bound
 from polar_vllm.program import Program, full_program
@@ -171,13 +175,61 @@ def schedule_estimate(
     }
 
 
-def mix_of(name: str, depth: int, batch_size: int, args: argparse.Namespace) -> list[Program]:
-    """The programs of a decode batch of ``batch_size`` requests under program mix ``name``."""
+def admitted_batches(programs: Sequence[Program], batch_size: int) -> list[list[Program]]:
+    """The decode batches program-aware admission forms when ``programs`` all wait at once.
+
+    Requests arrive in list order and all generate the same number of tokens, so each batch is
+    admitted whole when the previous one finishes; no request becomes overdue
+    (:func:`polar_vllm.batching.program_aware_order` with no delay bound).
+    """
+    waiting = list(range(len(programs)))
+    batches = []
+    while waiting:
+        order = program_aware_order(
+            waiting, [], programs.__getitem__, float, 0.0, math.inf, batch_size
+        )
+        admitted = order[:batch_size]
+        batches.append([programs[index] for index in admitted])
+        waiting = sorted(order[batch_size:])  # arrival order
+    return batches
+
+
+def queue_estimate(
+    programs: Sequence[Program], batch_size: int, depth: int, cost: Callable[[float], float]
+) -> dict[str, Any]:
+    """:func:`schedule_estimate` over the batches :func:`admitted_batches` forms.
+
+    Forward times are summed over the batches (each decodes the same number of tokens), so the
+    speed-up and share of ideal are the whole queue's; schedule lengths, their lower bounds,
+    distinct programs and mean step rows are means over the batches.
+    """
+    per_batch = [
+        schedule_estimate(batch, depth, cost) for batch in admitted_batches(programs, batch_size)
+    ]
+    estimate_ms = sum(batch["decode_forward_ms"] for batch in per_batch)
+    full_ms = sum(batch["full_decode_forward_ms"] for batch in per_batch)
+    mean_layers = statistics.fmean(map(len, programs))
+    speedup = full_ms / estimate_ms
+    means = ("distinct_programs", "schedule_steps", "schedule_lower_bound", "mean_step_rows")
+    return {
+        "batches": len(per_batch),
+        **{key: statistics.fmean(batch[key] for batch in per_batch) for key in means},
+        "mean_executed_layers": mean_layers,
+        "ideal_speedup": depth / mean_layers,
+        "decode_forward_ms": estimate_ms,
+        "full_decode_forward_ms": full_ms,
+        "speedup": speedup,
+        "share_of_ideal": speedup * mean_layers / depth,
+    }
+
+
+def mix_of(name: str, depth: int, count: int, args: argparse.Namespace) -> list[Program]:
+    """The programs of ``count`` requests under program mix ``name``."""
     if name == "full":
-        return [full_program(depth)] * batch_size
+        return [full_program(depth)] * count
     if name == "h75":
-        return [homogeneous_program(depth, 0.75)] * batch_size
-    return mix_programs(name, depth, batch_size, args)
+        return [homogeneous_program(depth, 0.75)] * count
+    return mix_programs(name, depth, count, args)
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
@@ -200,14 +252,21 @@ def plot(results: dict[str, Any], path: Path) -> None:
     cost_axis.set_ylabel("ms per decoder layer")
     cost_axis.set_title("one layer call, weights from memory")
     cost_axis.legend(fontsize=8)
-    for mix in dict.fromkeys(row["mix"] for row in results["rows"]):
+    mixes = list(dict.fromkeys(row["mix"] for row in results["rows"]))
+    for color, mix in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], mixes, strict=False):
         mix_rows = [row for row in results["rows"] if row["mix"] == mix]
-        share_axis.plot(
-            [str(row["batch_size"]) for row in mix_rows],
-            [row["share_of_ideal"] for row in mix_rows],
-            "o-",
-            label=mix,
-        )
+        homogeneous = all(row["distinct_programs"] == 1 for row in mix_rows)
+        for factor in dict.fromkeys(row["queue_factor"] for row in mix_rows):
+            if homogeneous and factor > 1:
+                continue  # one program: admission has nothing to choose
+            queue_rows = [row for row in mix_rows if row["queue_factor"] == factor]
+            share_axis.plot(
+                [str(row["batch_size"]) for row in queue_rows],
+                [row["share_of_ideal"] for row in queue_rows],
+                "o-" if factor == 1 else "s--",
+                color=color,
+                label=mix if factor == 1 else f"{mix}, {factor} x batch waiting, program-aware",
+            )
     share_axis.axhline(1.0, color="k", linestyle="--", linewidth=0.8, label="ideal D/layers")
     share_axis.axhline(
         TARGET_SHARE_OF_IDEAL, color="grey", linestyle=":", label=f"{TARGET_SHARE_OF_IDEAL} x ideal"
@@ -227,6 +286,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", default="smollm2-135m", choices=sorted(BUNDLED_MODELS))
     parser.add_argument("--row-counts", default="1,2,4,8,16,32,64,128,256")
     parser.add_argument("--batch-sizes", default="8,32,128", help="decode batches to price")
+    parser.add_argument(
+        "--queue-factors",
+        default="1,8",
+        help="requests waiting per batch slot; above 1, batches are formed by program-aware "
+        "admission",
+    )
     parser.add_argument("--mixes", default=",".join(PROGRAM_MIXES))
     parser.add_argument(
         "--labels", type=Path, help="label file for 'labels' (default: the model's oracle study)"
@@ -236,12 +301,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tag", default="cpu")
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
-    parser.add_argument("--quick", action="store_true", help="rows 1,4; batch 4; 2 repeats")
+    parser.add_argument(
+        "--quick", action="store_true", help="rows 1,4; batch 4; queues 1,2; 2 repeats"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.row_counts, args.batch_sizes, args.repeats = "1,4", "4", 2
-        args.mixes, args.tag = "full,h75,mixed", "quick"
+        args.queue_factors, args.mixes, args.tag = "1,2", "full,h75,mixed", "quick"
     args.batch_sizes = [int(size) for size in args.batch_sizes.split(",")]
+    args.queue_factors = [int(factor) for factor in args.queue_factors.split(",")]
     # The full program's steps run the whole batch: measure c(B) itself, never extrapolate it.
     args.row_counts = sorted({*map(int, args.row_counts.split(",")), *args.batch_sizes})
     args.mixes = args.mixes.split(",")
@@ -284,10 +352,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         {
             "mix": mix,
             "batch_size": size,
-            **schedule_estimate(mix_of(mix, depth, size, args), depth, cost),
+            "queue_factor": factor,
+            **queue_estimate(mix_of(mix, depth, factor * size, args), size, depth, cost),
         }
         for mix in args.mixes
         for size in args.batch_sizes
+        for factor in args.queue_factors
     ]
     results = {
         "machine": machine_record(),
@@ -317,12 +387,13 @@ def print_tables(results: dict[str, Any]) -> None:
     print("| rows | ms per layer |\n|---|---|")
     for rows, ms in results["per_layer_ms"].items():
         print(f"| {rows} | {ms:.3f} |")
-    print("| mix | batch | steps (lower bound) | mean rows | layers | ideal | speed-up | share |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| mix | batch | queue | steps (bound) | rows/step | layers | ideal | speed-up | share |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for row in results["rows"]:
         print(
-            f"| {row['mix']} | {row['batch_size']} | {row['schedule_steps']} "
-            f"({row['schedule_lower_bound']}) | {row['mean_step_rows']:.1f} | "
+            f"| {row['mix']} | {row['batch_size']} | {row['queue_factor']} x | "
+            f"{row['schedule_steps']:.1f} ({row['schedule_lower_bound']:.1f}) | "
+            f"{row['mean_step_rows']:.1f} | "
             f"{row['mean_executed_layers']:.1f} | {row['ideal_speedup']:.3f}x | "
             f"{row['speedup']:.3f}x | {row['share_of_ideal']:.3f} |"
         )

@@ -155,6 +155,22 @@ def test_layer_call_cost_prices_schedules_by_steps_and_rows():
     assert per_row["mean_step_rows"] == pytest.approx(5 * mean_layers / 5)
 
 
+def test_layer_call_cost_prices_program_aware_batches_of_a_queue():
+    layer_call_cost = _load("layer_call_cost")
+    loop, skip = (0, 1, 2, 1, 2, 3), (0, 3)
+    queue = [loop, skip, loop, skip]  # in arrival order, batches of 2 would mix them
+    # The group adding the fewest new steps per request goes first.
+    assert layer_call_cost.admitted_batches(queue, 2) == [[skip, skip], [loop, loop]]
+    assert layer_call_cost.admitted_batches(queue, 4) == [[skip, skip, loop, loop]]
+    weight_bound = layer_call_cost.queue_estimate(queue, 2, 4, lambda rows: 1.0)
+    # Each batch runs one program: dense steps, its ideal exactly.
+    assert weight_bound["batches"] == 2 and weight_bound["distinct_programs"] == 1
+    assert weight_bound["schedule_steps"] == (6 + 2) / 2
+    assert weight_bound["share_of_ideal"] == pytest.approx(1.0)
+    together = layer_call_cost.queue_estimate(queue, 4, 4, lambda rows: 1.0)
+    assert together["schedule_steps"] == 6 and together["share_of_ideal"] < 1
+
+
 def test_layer_call_cost_interpolates_and_extends_measured_costs():
     cost = _load("layer_call_cost").cost_of_rows({1: 1.0, 4: 1.0, 8: 2.0})
     assert [cost(1), cost(6), cost(8), cost(16)] == pytest.approx([1.0, 1.5, 2.0, 4.0])
@@ -178,13 +194,15 @@ def test_layer_call_cost_benchmark_quick(tmp_path):
     assert set(results["per_layer_ms"]) == {"1", "4"}
     assert all(ms > 0 for ms in results["per_layer_ms"].values())
     assert results["read_gbps"] > 0 and results["weight_read_floor_ms"] > 0
-    by_mix = {row["mix"]: row for row in results["rows"]}
-    assert set(by_mix) == {"full", "h75", "mixed"}
-    assert by_mix["full"]["schedule_steps"] == 30 and by_mix["h75"]["schedule_steps"] == 23
+    by_mix = {(row["mix"], row["queue_factor"]): row for row in results["rows"]}
+    assert set(by_mix) == {(mix, factor) for mix in ("full", "h75", "mixed") for factor in (1, 2)}
+    assert by_mix["full", 1]["schedule_steps"] == 30 and by_mix["h75", 1]["schedule_steps"] == 23
     # Homogeneous batches run dense steps on the whole batch: exactly their ideal.
-    assert by_mix["full"]["share_of_ideal"] == pytest.approx(1.0)
-    assert by_mix["h75"]["share_of_ideal"] == pytest.approx(1.0)
-    mixed = by_mix["mixed"]
+    for mix in ("full", "h75"):
+        assert by_mix[mix, 1]["share_of_ideal"] == pytest.approx(1.0)
+        assert by_mix[mix, 2]["share_of_ideal"] == pytest.approx(1.0)
+    mixed = by_mix["mixed", 1]
+    assert mixed["batches"] == 1 and by_mix["mixed", 2]["batches"] == 2
     assert mixed["schedule_steps"] >= mixed["schedule_lower_bound"] > 30
     assert 0 < mixed["share_of_ideal"] < 1.5
     assert json.loads((tmp_path / "layer_call_cost_quick.json").read_text()) == results
