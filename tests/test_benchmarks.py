@@ -152,7 +152,7 @@ def test_layer_call_cost_prices_schedules_by_steps_and_rows():
     per_row = layer_call_cost.schedule_estimate(programs, 4, lambda rows: rows)
     assert per_row["decode_forward_ms"] == 5 * mean_layers
     assert per_row["share_of_ideal"] == pytest.approx(1.0)
-    assert per_row["mean_step_rows"] == pytest.approx(5 * mean_layers / 5)
+    assert per_row["mean_step_rows"] == pytest.approx(19 / 5)  # 19 layer-token runs, 5 steps
 
 
 def test_layer_call_cost_prices_program_aware_batches_of_a_queue():
