@@ -64,6 +64,8 @@ from polar_vllm.program import Program, full_program
 from polar_vllm.program_sets import homogeneous_program
 
 PROGRAM_MIXES = ("full", "h75", *MIXES)
+QUEUE_LINE_STYLES = ("o-", "s--", "^-.", "D:", "v--")
+"""Line style per queue factor in the plot, in the order the factors were asked for."""
 STREAM_BYTES = 256 * 2**20
 """Size of the buffer read to measure memory bandwidth: far larger than any CPU cache."""
 
@@ -256,14 +258,15 @@ def plot(results: dict[str, Any], path: Path) -> None:
     for color, mix in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], mixes, strict=False):
         mix_rows = [row for row in results["rows"] if row["mix"] == mix]
         homogeneous = all(row["distinct_programs"] == 1 for row in mix_rows)
-        for factor in dict.fromkeys(row["queue_factor"] for row in mix_rows):
+        factors = dict.fromkeys(row["queue_factor"] for row in mix_rows)
+        for factor, style in zip(factors, QUEUE_LINE_STYLES * len(factors), strict=False):
             if homogeneous and factor > 1:
                 continue  # one program: admission has nothing to choose
             queue_rows = [row for row in mix_rows if row["queue_factor"] == factor]
             share_axis.plot(
                 [str(row["batch_size"]) for row in queue_rows],
                 [row["share_of_ideal"] for row in queue_rows],
-                "o-" if factor == 1 else "s--",
+                style,
                 color=color,
                 label=mix if factor == 1 else f"{mix}, {factor} x batch waiting, program-aware",
             )
@@ -274,7 +277,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     share_axis.set_xlabel("decode batch size")
     share_axis.set_ylabel("schedule's speed-up / ideal speed-up")
     share_axis.set_title("decode forward priced by its merged schedule")
-    share_axis.legend(fontsize=8)
+    share_axis.legend(fontsize=7, loc="lower right")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
