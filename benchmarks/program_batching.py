@@ -49,7 +49,7 @@ from throughput import (
 )
 
 from polar_vllm.bundled import BUNDLED_MODELS, prepare_model
-from polar_vllm.config import DEFAULT_MAX_DELAY_S
+from polar_vllm.config import DEFAULT_ADMISSION_WINDOW_S, DEFAULT_MAX_DELAY_S
 from polar_vllm.data import build_prompt, generate_problems
 from polar_vllm.program import Program
 from polar_vllm.program_sets import label_programs, random_polar_programs
@@ -71,6 +71,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         default=DEFAULT_MAX_DELAY_S,
         help="the program-aware engine's max_delay_s setting",
+    )
+    parser.add_argument(
+        "--admission-window-s",
+        type=float,
+        default=DEFAULT_ADMISSION_WINDOW_S,
+        help="the program-aware engine's admission_window_s setting (0: admit a burst at once)",
     )
     parser.add_argument("--mixes", default="mixed,labels")
     parser.add_argument(
@@ -119,10 +125,16 @@ def mix_programs(mix: str, depth: int, count: int, args: argparse.Namespace) -> 
 
 
 def make_engines(
-    model_dir: str, dtype: str, batch_size: int, seed: int, max_delay_s: float
+    model_dir: str,
+    dtype: str,
+    batch_size: int,
+    seed: int,
+    max_delay_s: float,
+    admission_window_s: float,
 ) -> dict[str, Any]:
     """Stock, PoLar (vLLM's order) and PoLar (program-aware, passing a waiting request over for
-    at most ``max_delay_s``) engines for ``batch_size``."""
+    at most ``max_delay_s``, gathering a burst for at most ``admission_window_s``) engines for
+    ``batch_size``."""
     from vllm import LLM
 
     common = engine_settings(model_dir, dtype, 512, batch_size, seed)
@@ -132,7 +144,11 @@ def make_engines(
         "polar_program_aware": LLM(
             **common,
             additional_config={
-                "polar": {"scheduling": "program_aware", "max_delay_s": max_delay_s}
+                "polar": {
+                    "scheduling": "program_aware",
+                    "max_delay_s": max_delay_s,
+                    "admission_window_s": admission_window_s,
+                }
             },
         ),
     }
@@ -186,7 +202,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for problem in generate_problems(level, (requests + 4) // 5, args.seed + level)
         ][:requests]
         prompts = [build_prompt(problem.question, tokenizer) for problem in problems]
-        engines = make_engines(model_dir, args.dtype, batch_size, args.seed, args.max_delay_s)
+        engines = make_engines(
+            model_dir,
+            args.dtype,
+            batch_size,
+            args.seed,
+            args.max_delay_s,
+            args.admission_window_s,
+        )
         depth = int(engines["stock"].llm_engine.model_config.hf_config.num_hidden_layers)
         plan = [(mix, repeat) for mix in args.mixes for repeat in range(args.repeats)]
         seconds: dict[str, dict[str, list[float]]] = {

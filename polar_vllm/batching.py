@@ -7,6 +7,11 @@ sizes a step costs about what a whole layer costs, however few rows run it. The 
 reorders the waiting requests so that the free batch slots go to the programs that add the
 fewest new ``(layer, pass)`` steps to what is already running (identical programs add none),
 per admitted request; a request never waits more than ``max_delay_s`` behind later arrivals.
+
+An idle engine that admitted the first request of a burst the moment it arrived would anchor
+the batch to that request's program before the rest of the burst (an offline ``generate``
+call, a client's batch of requests) had arrived; :func:`gathering_burst` says when to hold
+admission a moment so that the first batch is chosen from the whole burst.
 """
 
 from __future__ import annotations
@@ -17,9 +22,14 @@ from typing import TypeVar
 
 from polar_vllm.executor.schedule import Program, Step, program_steps
 
-__all__ = ["new_steps", "program_aware_order"]
+__all__ = ["BURST_QUIET_S", "gathering_burst", "new_steps", "program_aware_order"]
 
 RequestT = TypeVar("RequestT")
+
+BURST_QUIET_S = 0.01
+"""A burst has ended once no request has arrived for this long (seconds). The requests of one
+burst reach the engine well under this far apart (at most about 3.5 ms apart in an offline
+``generate`` of 128 requests on two CPU cores)."""
 
 
 @functools.lru_cache(maxsize=8192)
@@ -81,3 +91,15 @@ def program_aware_order(
         slots_left -= len(members)
     rest = sorted(groups, key=oldest.__getitem__)
     return [*overdue, *chosen, *(request for program in rest for request in groups[program])]
+
+
+def gathering_burst(arrival_times: Sequence[float], now: float, window_s: float) -> bool:
+    """Whether an idle engine should hold admission so that more of a burst arrives first.
+
+    True while requests are still arriving (the newest of ``arrival_times`` is less than
+    :data:`BURST_QUIET_S` old) and the oldest has waited less than ``window_s`` (``0`` never
+    holds). A lone request is held for :data:`BURST_QUIET_S` at most.
+    """
+    if window_s <= 0 or not arrival_times:
+        return False
+    return now - max(arrival_times) < BURST_QUIET_S and now - min(arrival_times) < window_s

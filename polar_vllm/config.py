@@ -16,6 +16,10 @@ Keys (all optional):
 * ``max_delay_s``: with ``"program_aware"``, the longest a waiting request may be passed over
   by later arrivals, in seconds (default 30). Longer bounds let deeper queues be grouped into
   batches that share more layers, at the cost of the wait of requests whose programs fit badly.
+* ``admission_window_s``: with ``"program_aware"``, the longest an idle engine (no request
+  running) holds arriving requests so that its first batch is chosen from the whole burst, in
+  seconds (default 0.5; ``0`` admits at once). It admits as soon as requests stop arriving
+  (:data:`polar_vllm.batching.BURST_QUIET_S`), so a lone request waits 10 ms at most.
 """
 
 from __future__ import annotations
@@ -42,11 +46,21 @@ PROGRAM_ARG = "polar_program"
 """The ``SamplingParams.extra_args`` key that carries a request's program."""
 
 _KNOWN_KEYS = frozenset(
-    {"predictor", "max_passes", "loop_layers", "default_program", "scheduling", "max_delay_s"}
+    {
+        "predictor",
+        "max_passes",
+        "loop_layers",
+        "default_program",
+        "scheduling",
+        "max_delay_s",
+        "admission_window_s",
+    }
 )
 SCHEDULING_POLICIES = ("fcfs", "program_aware")
 DEFAULT_MAX_DELAY_S = 30.0
 """How long, by default, program-aware admission may pass a waiting request over."""
+DEFAULT_ADMISSION_WINDOW_S = 0.5
+"""How long, by default, an idle program-aware engine may hold a burst's first requests."""
 
 
 class PolarConfigError(ValueError):
@@ -65,6 +79,7 @@ class PolarConfig:
         predictor: predictor directory, or ``None``.
         scheduling: admission order of waiting requests (:data:`SCHEDULING_POLICIES`).
         max_delay_s: longest time program-aware admission passes a waiting request over.
+        admission_window_s: longest time an idle program-aware engine gathers a burst.
     """
 
     depth: int
@@ -74,6 +89,7 @@ class PolarConfig:
     predictor: str | None = None
     scheduling: str = "fcfs"
     max_delay_s: float = DEFAULT_MAX_DELAY_S
+    admission_window_s: float = DEFAULT_ADMISSION_WINDOW_S
 
     @classmethod
     def from_dict(cls, settings: Mapping[str, Any] | None, depth: int) -> PolarConfig:
@@ -105,9 +121,19 @@ class PolarConfig:
             raise PolarConfigError(
                 f"polar scheduling must be one of {SCHEDULING_POLICIES}, got {scheduling!r}"
             )
-        max_delay_s = _parse_max_delay(settings, scheduling)
+        max_delay_s = _parse_seconds(settings, "max_delay_s", scheduling, DEFAULT_MAX_DELAY_S)
+        admission_window_s = _parse_seconds(
+            settings, "admission_window_s", scheduling, DEFAULT_ADMISSION_WINDOW_S, zero_ok=True
+        )
         config = cls(
-            depth, max_passes, loop_layers, default_program, predictor, scheduling, max_delay_s
+            depth,
+            max_passes,
+            loop_layers,
+            default_program,
+            predictor,
+            scheduling,
+            max_delay_s,
+            admission_window_s,
         )
         config.check_program(default_program)
         return config
@@ -136,17 +162,22 @@ class PolarConfig:
         return full_program(self.depth)
 
 
-def _parse_max_delay(settings: Mapping[str, Any], scheduling: str) -> float:
-    if "max_delay_s" not in settings:
-        return DEFAULT_MAX_DELAY_S
-    value = settings["max_delay_s"]
+def _parse_seconds(
+    settings: Mapping[str, Any], key: str, scheduling: str, default: float, zero_ok: bool = False
+) -> float:
+    """A program-aware admission setting in seconds: ``default`` if absent, else a number > 0
+    (>= 0 with ``zero_ok``), refused under any other scheduling policy."""
+    if key not in settings:
+        return default
+    value = settings[key]
     if scheduling != "program_aware":
         raise PolarConfigError(
-            f"polar max_delay_s only applies to scheduling='program_aware' "
-            f"(scheduling is {scheduling!r})"
+            f"polar {key} only applies to scheduling='program_aware' (scheduling is {scheduling!r})"
         )
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise PolarConfigError(f"polar max_delay_s must be a number of seconds > 0, got {value!r}")
+    bound = ">= 0" if zero_ok else "> 0"
+    valid = isinstance(value, int | float) and not isinstance(value, bool)
+    if not valid or not (value >= 0 if zero_ok else value > 0):
+        raise PolarConfigError(f"polar {key} must be a number of seconds {bound}, got {value!r}")
     return float(value)
 
 

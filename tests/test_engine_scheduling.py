@@ -1,7 +1,7 @@
 """Programs under vLLM's scheduling features: small chunked-prefill chunks, prefix caching
 with shared prompts, a KV cache so small that requests are preempted and recomputed, extra
-KV slots for only some layers, and program-aware admission. One engine for the module,
-float32."""
+KV slots for only some layers, and program-aware admission (also of a burst that reaches an
+idle engine). One engine for the module, float32."""
 
 from __future__ import annotations
 
@@ -36,6 +36,8 @@ PROGRAMS = (
     "0-19,0-19,20-29",
     "0-7,9-12,11-12,13-25",
 )
+BURST_GROUP_PROGRAM = "0-14,16-29"
+"""The program of the largest group of a burst: the first batch an idle engine admits."""
 
 
 @pytest.fixture(scope="module")
@@ -128,3 +130,18 @@ def test_same_prompt_under_two_programs_in_turn(scheduling_llm, reference_model,
         MAX_TOKENS,
     )
     assert comparison.mismatches == ()
+
+
+def test_an_idle_engine_admits_a_burst_by_program(scheduling_llm):
+    # Four requests with four programs arrive first, then eight (max_num_seqs) with one program.
+    # The idle engine waits for the whole burst, so its first batch holds only the eight, and
+    # none of the four is admitted before all eight are, instead of the batch starting with the
+    # first arrival's program.
+    programs = [PROGRAMS[index] for index in (1, 2, 4, 7)]
+    singles = [(f"Question: what is {n} + {n}? Answer:", p) for n, p in enumerate(programs)]
+    group = [(f"Question: what is {n} times 3? Answer:", BURST_GROUP_PROGRAM) for n in range(8)]
+    outputs = generate(scheduling_llm, singles + group, 4)
+    scheduled = [output.metrics.scheduled_ts for output in outputs]
+    singles_scheduled, group_scheduled = scheduled[: len(singles)], scheduled[len(singles) :]
+    assert min(singles_scheduled) > min(group_scheduled), scheduled
+    assert max(group_scheduled) <= min(singles_scheduled), scheduled

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from polar_vllm.batching import new_steps, program_aware_order
+from polar_vllm.batching import BURST_QUIET_S, gathering_burst, new_steps, program_aware_order
 from polar_vllm.config import PolarConfig, PolarConfigError, polar_settings
 from polar_vllm.executor import program_steps
 from polar_vllm.program import ProgramError, full_program
@@ -37,6 +37,9 @@ def test_defaults_allow_every_layer_twice():
         ({"scheduling": "program_aware", "max_delay_s": "10"}, "max_delay_s must be"),
         ({"scheduling": "program_aware", "max_delay_s": True}, "max_delay_s must be"),
         ({"scheduling": "program_aware", "max_delay_s": float("nan")}, "max_delay_s must be"),
+        ({"admission_window_s": 0.1}, "admission_window_s only applies to scheduling='program"),
+        ({"scheduling": "program_aware", "admission_window_s": -1}, "admission_window_s must"),
+        ({"scheduling": "program_aware", "admission_window_s": "1"}, "admission_window_s must"),
         ({"loop_layers": "0-9", "default_program": "0-29,20"}, "layer 20 may run only once"),
     ],
 )
@@ -49,6 +52,12 @@ def test_max_delay_defaults_and_reads():
     assert PolarConfig.from_dict({"scheduling": "program_aware"}, DEPTH).max_delay_s == 30.0
     settings = {"scheduling": "program_aware", "max_delay_s": 120}
     assert PolarConfig.from_dict(settings, DEPTH).max_delay_s == 120.0
+
+
+def test_admission_window_defaults_and_reads():
+    assert PolarConfig.from_dict({"scheduling": "program_aware"}, DEPTH).admission_window_s == 0.5
+    settings = {"scheduling": "program_aware", "admission_window_s": 0}
+    assert PolarConfig.from_dict(settings, DEPTH).admission_window_s == 0.0
 
 
 def test_polar_settings_presence():
@@ -155,3 +164,16 @@ def test_program_aware_order_never_starves_old_requests():
     waiting = [(LOOP_MIDDLE, 1.0), (FULL, 50.0), (FULL, 51.0)]
     order = _order(waiting, [FULL], free_slots=1, now=60.0)
     assert order[0] == (LOOP_MIDDLE, 1.0)
+
+
+def test_gathering_burst_holds_while_requests_arrive_within_the_window():
+    quiet = BURST_QUIET_S
+    # The newest request arrived just now: more may follow.
+    assert gathering_burst([10.0, 10.0 + quiet / 2], 10.0 + quiet, window_s=0.5)
+    # Quiet for longer than BURST_QUIET_S: the burst is over.
+    assert not gathering_burst([10.0, 10.0 + quiet / 2], 10.0 + 2 * quiet, window_s=0.5)
+    # Still arriving, but the oldest has waited the whole window.
+    assert not gathering_burst([10.0, 10.5], 10.5 + quiet / 2, window_s=0.5)
+    # Window 0 never holds; nothing waiting, nothing to hold.
+    assert not gathering_burst([10.0], 10.0, window_s=0)
+    assert not gathering_burst([], 10.0, window_s=0.5)

@@ -1,6 +1,8 @@
 """The program-aware scheduler (vLLM 0.32): vLLM's scheduler with the waiting queue
 reordered by :func:`polar_vllm.batching.program_aware_order` before each step; no waiting
-request is passed over by later arrivals for longer than the ``max_delay_s`` setting.
+request is passed over by later arrivals for longer than the ``max_delay_s`` setting. An idle
+engine holds admission while a burst of requests is still arriving (at most the
+``admission_window_s`` setting; :func:`polar_vllm.batching.gathering_burst`), running empty steps.
 
 Selected with ``additional_config["polar"]["scheduling"] = "program_aware"`` (the engine
 configuration hook sets ``scheduler_cls``). Requests that already hold KV blocks (preempted
@@ -13,10 +15,11 @@ import functools
 import time
 from typing import Any
 
+from vllm.v1.core.sched.interface import PauseState
 from vllm.v1.core.sched.request_queue import FCFSRequestQueue
 from vllm.v1.core.sched.scheduler import Scheduler
 
-from polar_vllm.batching import program_aware_order
+from polar_vllm.batching import BURST_QUIET_S, gathering_burst, program_aware_order
 from polar_vllm.compat.model_runner import request_program
 from polar_vllm.config import PolarConfig, polar_settings
 from polar_vllm.program import Program
@@ -38,7 +41,10 @@ class ProgramAwareScheduler(Scheduler):
         return request_program(params.extra_args if params else None, self.polar_config)
 
     def schedule(self, *args: Any, **kwargs: Any) -> Any:
-        """Reorder the waiting queue by program, then schedule as vLLM does."""
+        """Reorder the waiting queue by program, then schedule as vLLM does (nothing new while
+        an idle engine gathers a burst)."""
+        if self._gathering_burst():
+            return self._schedule_without_admission(*args, **kwargs)
         free_slots = self.max_num_running_reqs - len(self.running)
         if isinstance(self.waiting, FCFSRequestQueue) and 0 < free_slots < len(self.waiting):
             started = [r for r in self.waiting if r.num_computed_tokens > 0]
@@ -55,3 +61,24 @@ class ProgramAwareScheduler(Scheduler):
             self.waiting.clear()
             self.waiting.extend([*started, *ordered])
         return super().schedule(*args, **kwargs)
+
+    def _gathering_burst(self) -> bool:
+        """Nothing runs or holds KV blocks, and fresh requests are still arriving."""
+        if self.running or self.kv_holding_waiting or self.pause_state != PauseState.UNPAUSED:
+            return False
+        if not isinstance(self.waiting, FCFSRequestQueue):
+            return False
+        if any(request.num_computed_tokens > 0 for request in self.waiting):
+            return False
+        arrivals = [request.arrival_time for request in self.waiting]
+        return gathering_burst(arrivals, time.time(), self.polar_config.admission_window_s)
+
+    def _schedule_without_admission(self, *args: Any, **kwargs: Any) -> Any:
+        """vLLM's schedule with new requests paused: an empty step. Sleeps a quarter of the
+        quiet time first, so that the engine loop polls for arrivals without spinning."""
+        time.sleep(BURST_QUIET_S / 4)
+        self._pause_state = PauseState.PAUSED_NEW
+        try:
+            return super().schedule(*args, **kwargs)
+        finally:
+            self._pause_state = PauseState.UNPAUSED
