@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import json
 import math
 import os
@@ -259,7 +260,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
         mix_rows = [row for row in results["rows"] if row["mix"] == mix]
         homogeneous = all(row["distinct_programs"] == 1 for row in mix_rows)
         factors = dict.fromkeys(row["queue_factor"] for row in mix_rows)
-        for factor, style in zip(factors, QUEUE_LINE_STYLES * len(factors), strict=False):
+        for factor, style in zip(factors, itertools.cycle(QUEUE_LINE_STYLES)):
             if homogeneous and factor > 1:
                 continue  # one program: admission has nothing to choose
             queue_rows = [row for row in mix_rows if row["queue_factor"] == factor]
