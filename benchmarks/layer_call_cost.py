@@ -53,8 +53,10 @@ from throughput import (
     DTYPE_HELP,
     RESULTS,
     TARGET_SHARE_OF_IDEAL,
+    default_dtype,
     engine_settings,
     machine_record,
+    run_device,
     settings_record,
 )
 
@@ -301,9 +303,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--labels", type=Path, help="label file for 'labels' (default: the model's oracle study)"
     )
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--dtype", default="float32", help=DTYPE_HELP)
+    parser.add_argument("--dtype", default=None, help=DTYPE_HELP)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tag", default="cpu")
+    parser.add_argument("--tag", default=None, help="results file suffix (default: device)")
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
     parser.add_argument(
         "--quick", action="store_true", help="rows 1,4; batch 4; queues 1,2; 2 repeats"
@@ -313,6 +315,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.row_counts, args.batch_sizes, args.repeats = "1,4", "4", 2
         args.queue_factors, args.mixes, args.tag = "1,2", "full,h75,mixed", "quick"
     args.batch_sizes = [int(size) for size in args.batch_sizes.split(",")]
+    args.dtype, args.tag = args.dtype or default_dtype(), args.tag or run_device()
     args.queue_factors = [int(factor) for factor in args.queue_factors.split(",")]
     # The full program's steps run the whole batch: measure c(B) itself, never extrapolate it.
     args.row_counts = sorted({*map(int, args.row_counts.split(",")), *args.batch_sizes})

@@ -42,8 +42,10 @@ from throughput import (
     REPOSITORY,
     RESULTS,
     TARGET_SHARE_OF_IDEAL,
+    default_dtype,
     engine_settings,
     machine_record,
+    run_device,
     run_once,
     settings_record,
 )
@@ -84,9 +86,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--dtype", default="float32", help=DTYPE_HELP)
+    parser.add_argument("--dtype", default=None, help=DTYPE_HELP)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tag", default="cpu")
+    parser.add_argument("--tag", default=None, help="results file suffix (default: device)")
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
     parser.add_argument("--quick", action="store_true", help="batch 4, 16 requests, 8 tokens")
     args = parser.parse_args(argv)
@@ -95,6 +97,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.tag = "quick"
     args.batch_sizes = [int(size) for size in args.batch_sizes.split(",")]
     args.mixes = args.mixes.split(",")
+    args.dtype, args.tag = args.dtype or default_dtype(), args.tag or run_device()
     if args.labels is None:
         args.labels = study_labels(args.model)
         if args.labels is None:
@@ -137,7 +140,7 @@ def make_engines(
     ``batch_size``."""
     from vllm import LLM
 
-    common = engine_settings(model_dir, dtype, 512, batch_size, seed)
+    common = engine_settings(model_dir, dtype, 512, batch_size, seed, engines_on_device=3)
     return {
         "stock": LLM(**common),
         "polar_fcfs": LLM(**common, additional_config={"polar": {}}),

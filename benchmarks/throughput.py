@@ -60,9 +60,11 @@ TARGET_SHARE_OF_IDEAL = 0.9
 """The share of the ideal speed-up (D / mean executed layers) mixed programs should reach."""
 BF16_PROBES = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
 DTYPE_HELP = (
-    "model dtype; float32 (default) runs well on every CPU, bfloat16 only on CPUs with "
-    "AVX-512 BF16 or AMX (elsewhere it is several times slower)"
+    "model dtype (default: float32 on CPU, bfloat16 on a CUDA GPU); on CPU, float32 runs well "
+    "everywhere, bfloat16 only with AVX-512 BF16 or AMX (elsewhere it is several times slower)"
 )
+GPU_MEMORY_SHARE = 0.9
+"""vLLM's default share of GPU memory for one engine; engines that share a GPU split it."""
 
 
 @dataclass
@@ -222,11 +224,34 @@ def kv_slots(depth: int, loop_layers: str | None) -> int:
     return sum(config.slot_passes(layer) for layer in range(depth))
 
 
+def run_device() -> str:
+    """``cuda`` where a CUDA GPU is visible, else ``cpu``: the default results tag."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_dtype() -> str:
+    """The model dtype when none is given: bfloat16 on a CUDA GPU (what vLLM serves there, and
+    what FlashAttention needs), float32 on CPU (fast on every CPU)."""
+    return "bfloat16" if run_device() == "cuda" else "float32"
+
+
 def engine_settings(
-    model_dir: str, dtype: str, max_model_len: int, max_num_seqs: int, seed: int
+    model_dir: str,
+    dtype: str,
+    max_model_len: int,
+    max_num_seqs: int,
+    seed: int,
+    engines_on_device: int = 1,
 ) -> dict[str, Any]:
-    """The ``LLM`` arguments every benchmark engine shares, stock and PoLar alike."""
+    """The ``LLM`` arguments every benchmark engine shares, stock and PoLar alike.
+
+    On a CUDA GPU the ``engines_on_device`` engines a benchmark keeps alive at once split
+    vLLM's default memory share (each engine claims its share when it starts)."""
+    gpu = {"gpu_memory_utilization": GPU_MEMORY_SHARE / engines_on_device}
     return {
+        **(gpu if run_device() == "cuda" else {}),
         "model": model_dir,
         "dtype": dtype,
         "enforce_eager": True,
@@ -244,7 +269,9 @@ def make_engine(model_dir: str, polar: bool, args: argparse.Namespace) -> Any:
     """A stock or PoLar engine with the benchmark's settings."""
     from vllm import LLM
 
-    settings = engine_settings(model_dir, args.dtype, 1024, max(args.batch_sizes), args.seed)
+    settings = engine_settings(
+        model_dir, args.dtype, 1024, max(args.batch_sizes), args.seed, engines_on_device=2
+    )
     if polar:
         settings["additional_config"] = {"polar": {"loop_layers": args.loop_layers}}
     return LLM(**settings)
@@ -356,7 +383,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workloads", default="math")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--dtype", default="float32", help=DTYPE_HELP)
+    parser.add_argument("--dtype", default=None, help=DTYPE_HELP)
     parser.add_argument("--loop-layers", default="all")
     parser.add_argument("--labels", type=Path, help="search label file for the 'labels' set")
     parser.add_argument("--predictor", type=Path, help="predictor dir for the 'predicted' set")
@@ -369,6 +396,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.batch_sizes, args.max_tokens, args.repeats = "1,4", 8, 1
         args.tag = args.tag or "quick"
     args.batch_sizes = [int(size) for size in args.batch_sizes.split(",")]
+    args.dtype = args.dtype or default_dtype()
     if args.programs is None:
         base = ["full", "h75", "mixed"] if args.quick else list(PROGRAM_SETS[:7])
         base += ["labels"] if args.labels else []
@@ -389,7 +417,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the benchmark; returns (and writes) the results."""
     args = parse_args(argv)
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
-    import torch
     from transformers import AutoTokenizer
 
     model_dir = str(prepare_model(args.model))
@@ -442,8 +469,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 )
             )
     rows = summarize(measurements)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    tag = args.tag or device
+    tag = args.tag or run_device()
     results = {
         "machine": machine_record(),
         "settings": settings_record(args),

@@ -2,7 +2,7 @@
 
 The CPU backend is checked with vLLM's real CPU attention kernel: attention computed for a
 sub-batch with the subset metadata must equal the same rows of the whole batch's attention.
-FlashAttention (GPU only) is checked field by field on CPU tensors."""
+FlashAttention and Triton attention (GPU only) are checked field by field on CPU tensors."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ import torch
 import vllm  # noqa: F401  (import order: the backends import from a fully loaded vllm)
 
 from polar_vllm.compat.attention_metadata import (
+    SUPPORTED_BACKENDS,
     UnsupportedAttentionBackend,
+    check_attention_backend,
     subset_attention_metadata,
 )
 
@@ -153,6 +155,74 @@ def test_flash_attention_with_context_parallel_is_refused():
         subset_attention_metadata(
             metadata, torch.tensor([0], dtype=torch.int32), [3], torch.arange(3), None, None
         )
+
+
+def _triton_metadata(**overrides):
+    from vllm.v1.attention.backends.triton_attn import TritonAttentionMetadata
+
+    threshold, segments = 8, 16
+    fields = {
+        "num_actual_tokens": sum(QUERY_LENS),
+        "max_query_len": max(QUERY_LENS),
+        "query_start_loc": _offsets(QUERY_LENS),
+        "max_seq_len": max(SEQ_LENS),
+        "seq_lens": torch.tensor(SEQ_LENS, dtype=torch.int32),
+        "block_table": torch.arange(12, dtype=torch.int32).reshape(4, 3),
+        "slot_mapping": torch.arange(sum(QUERY_LENS)),
+        "seq_threshold_3D": threshold,
+        "num_par_softmax_segments": segments,
+        "softmax_segm_output": torch.empty(threshold, NUM_HEADS, segments, HEAD_SIZE),
+        "softmax_segm_max": torch.empty(threshold, NUM_HEADS, segments),
+        "softmax_segm_expsum": torch.empty(threshold, NUM_HEADS, segments),
+        "causal": True,
+    }
+    fields.update(overrides)
+    return TritonAttentionMetadata(**fields)
+
+
+def test_triton_attention_subset_fields():
+    metadata = _triton_metadata()
+    rows = _token_rows((1, 3))
+    sub = subset_attention_metadata(
+        metadata, torch.tensor([1, 3], dtype=torch.int32), [1, 1], rows, None, torch.float32
+    )
+    assert sub.query_start_loc.tolist() == [0, 1, 2]
+    assert sub.seq_lens.tolist() == [9, 33]
+    assert sub.block_table.tolist() == [[3, 4, 5], [9, 10, 11]]
+    assert sub.slot_mapping.tolist() == rows.tolist() == [3, 9]
+    # a decode-only sub-batch: its max query length lets the kernel take the 3D (split) path
+    assert (sub.num_actual_tokens, sub.max_query_len, sub.max_seq_len) == (2, 1, 70)
+    # the split-softmax scratch is the builder's, sized for any decode batch up to the threshold
+    assert sub.softmax_segm_output is metadata.softmax_segm_output
+    assert metadata.seq_lens.tolist() == list(SEQ_LENS)  # the batch's metadata is untouched
+
+
+def test_triton_attention_with_multimodal_prefix_ranges_is_refused():
+    metadata = _triton_metadata(mm_prefix_range_tensor=torch.zeros(4, 2, dtype=torch.int32))
+    with pytest.raises(UnsupportedAttentionBackend, match="mm_prefix_range_tensor"):
+        subset_attention_metadata(
+            metadata, torch.tensor([0], dtype=torch.int32), [3], torch.arange(3), None, None
+        )
+
+
+@pytest.mark.parametrize("name", sorted(SUPPORTED_BACKENDS))
+def test_supported_backends_are_vllms_own(name):
+    """Each supported backend name is a vLLM backend whose builder makes the metadata class
+    that PoLar restricts, so the start-up check and the subsetting agree."""
+    import typing
+
+    from vllm.v1.attention.backends.registry import AttentionBackendEnum
+
+    backend = AttentionBackendEnum[name].get_class()
+    assert backend.get_name() == name
+    metadata_class = typing.get_type_hints(backend.get_builder_cls().build)["return"]
+    assert metadata_class.__name__ == SUPPORTED_BACKENDS[name][0]
+    check_attention_backend(name)
+
+
+def test_an_unsupported_backend_is_refused_at_start_with_the_remedy():
+    with pytest.raises(UnsupportedAttentionBackend, match=r"FLASHINFER.*--attention-backend"):
+        check_attention_backend("FLASHINFER")
 
 
 def test_unknown_backend_fails_loudly():

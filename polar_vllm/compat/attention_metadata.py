@@ -16,7 +16,12 @@ from typing import Any
 
 import torch
 
-__all__ = ["UnsupportedAttentionBackend", "subset_attention_metadata"]
+__all__ = [
+    "SUPPORTED_BACKENDS",
+    "UnsupportedAttentionBackend",
+    "check_attention_backend",
+    "subset_attention_metadata",
+]
 
 
 class UnsupportedAttentionBackend(NotImplementedError):
@@ -84,36 +89,46 @@ def _subset_cpu(metadata: Any, rows: _SubBatch, layer: Any, dtype: torch.dtype) 
     )
 
 
+def _refuse_extras(backend: str, metadata: Any, extras: Sequence[str]) -> None:
+    """Fail loudly when ``metadata`` uses a feature PoLar cannot restrict to a sub-batch: one of
+    the optional fields ``extras``, or a per-token (tensor) ``causal`` mask."""
+    used = sorted(name for name in extras if getattr(metadata, name) is not None)
+    if used or isinstance(metadata.causal, torch.Tensor):
+        raise UnsupportedAttentionBackend(
+            f"PoLar sub-batches do not support {backend} with {used or ['dynamic causal']}"
+        )
+
+
+def _device_subset_fields(metadata: Any, rows: _SubBatch) -> dict[str, Any]:
+    """The fields every GPU backend's sub-batch replaces: token counts, query offsets, and the
+    requests' sequence lengths and block tables (on the batch's device). ``max_seq_len`` stays
+    the batch's, a valid upper bound that needs no device-to-host read."""
+    device = metadata.seq_lens.device
+    device_index = rows.request_index.to(device, non_blocking=True)
+    return {
+        "num_actual_tokens": sum(rows.query_lens),
+        "max_query_len": max(rows.query_lens),
+        "query_start_loc": rows.query_start_loc_on(device),
+        "seq_lens": metadata.seq_lens.index_select(0, device_index),
+        "block_table": metadata.block_table.index_select(0, device_index),
+        "slot_mapping": rows.slot_mapping,
+    }
+
+
 def _subset_flash_attention(metadata: Any, rows: _SubBatch, layer: Any, dtype: torch.dtype) -> Any:
     """``FlashAttentionMetadata`` of the requests ``request_index``.
 
     The ahead-of-time split schedule (``scheduler_metadata``) belongs to the whole batch, so the
-    sub-batch drops it and FlashAttention plans its own; ``max_seq_len`` stays the batch's, a
-    valid upper bound that needs no device-to-host read.
+    sub-batch drops it and FlashAttention plans its own.
     """
     del layer, dtype
+    extras = ("dcp_context_kv_lens", "mm_prefix_query_range_tensor", "rswa_prefix_lens")
+    _refuse_extras("FlashAttention", metadata, extras)
     query_lens = rows.query_lens
-    unsupported = {
-        "dcp_context_kv_lens": metadata.dcp_context_kv_lens,
-        "mm_prefix_query_range_tensor": metadata.mm_prefix_query_range_tensor,
-        "rswa_prefix_lens": metadata.rswa_prefix_lens,
-    }
-    used = sorted(name for name, value in unsupported.items() if value is not None)
-    if used or isinstance(metadata.causal, torch.Tensor):
-        raise UnsupportedAttentionBackend(
-            f"PoLar sub-batches do not support FlashAttention with {used or ['dynamic causal']}"
-        )
-    device = metadata.seq_lens.device
-    device_index = rows.request_index.to(device, non_blocking=True)
     num_decode_reqs = sum(1 for length in query_lens if length == 1)
     return dataclasses.replace(
         metadata,
-        num_actual_tokens=sum(query_lens),
-        max_query_len=max(query_lens),
-        query_start_loc=rows.query_start_loc_on(device),
-        seq_lens=metadata.seq_lens.index_select(0, device_index),
-        block_table=metadata.block_table.index_select(0, device_index),
-        slot_mapping=rows.slot_mapping,
+        **_device_subset_fields(metadata, rows),
         scheduler_metadata=None,
         num_decode_reqs=num_decode_reqs,
         num_prefill_reqs=len(query_lens) - num_decode_reqs,
@@ -122,10 +137,40 @@ def _subset_flash_attention(metadata: Any, rows: _SubBatch, layer: Any, dtype: t
     )
 
 
-_SUBSETTERS: dict[str, Callable[[Any, _SubBatch, Any, torch.dtype], Any]] = {
-    "CPUAttentionMetadata": _subset_cpu,
-    "FlashAttentionMetadata": _subset_flash_attention,
+def _subset_triton(metadata: Any, rows: _SubBatch, layer: Any, dtype: torch.dtype) -> Any:
+    """``TritonAttentionMetadata`` of the requests ``request_index``.
+
+    The split-softmax scratch buffers are the builder's, sized for the largest decode batch
+    that takes the 3D kernel, so a sub-batch (fewer requests, fewer tokens) fits them as is.
+    """
+    del layer, dtype
+    extras = ("scheduler_metadata", "mm_prefix_range_tensor", "rswa_prefix_lens")
+    _refuse_extras("Triton attention", metadata, extras)
+    return dataclasses.replace(metadata, **_device_subset_fields(metadata, rows))
+
+
+_Subsetter = Callable[[Any, _SubBatch, Any, torch.dtype], Any]
+
+SUPPORTED_BACKENDS: dict[str, tuple[str, _Subsetter]] = {
+    "CPU_ATTN": ("CPUAttentionMetadata", _subset_cpu),
+    "FLASH_ATTN": ("FlashAttentionMetadata", _subset_flash_attention),
+    "TRITON_ATTN": ("TritonAttentionMetadata", _subset_triton),
 }
+"""vLLM attention backends PoLar runs mixed-program batches on: their metadata class names and
+the function that restricts that metadata to a sub-batch."""
+
+_SUBSETTERS: dict[str, _Subsetter] = dict(SUPPORTED_BACKENDS.values())
+
+
+def check_attention_backend(backend_name: str) -> None:
+    """Refuse, before the engine serves a request, a backend whose metadata PoLar cannot
+    restrict to a sub-batch (a mixed-program batch on it would fail mid-forward)."""
+    if backend_name not in SUPPORTED_BACKENDS:
+        raise UnsupportedAttentionBackend(
+            f"PoLar cannot run mixed-program batches on the {backend_name} attention backend; "
+            f"supported: {sorted(SUPPORTED_BACKENDS)}. Choose one with attention_backend= "
+            f"(vllm serve --attention-backend); FLASH_ATTN needs float16 or bfloat16"
+        )
 
 
 def subset_attention_metadata(

@@ -30,7 +30,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from polar_vllm.compat.attention_metadata import subset_attention_metadata
+from polar_vllm.compat.attention_metadata import (
+    check_attention_backend,
+    subset_attention_metadata,
+)
 from polar_vllm.compat.attention_slots import (
     ContextTables,
     SlotBlock,
@@ -142,6 +145,7 @@ class PolarCausalLMMixin:
         self._slot_names: dict[tuple[int, int], str] = {}
         for layer_index in range(depth):
             base = self.model.layers[layer_index].self_attn.attn
+            check_attention_backend(base.attn_backend.get_name())
             self._slot_names[layer_index, 0] = base.layer_name
             for pass_index in range(1, self.polar_config.slot_passes(layer_index)):
                 slot = pass_index * depth + layer_index
