@@ -117,10 +117,9 @@ def test_cpu_subset_attention_equals_the_batch_rows(smollm2_dir, offsets_given):
     torch.testing.assert_close(part, whole[rows], rtol=1e-5, atol=1e-5)
 
 
-def _flash_metadata(**overrides):
-    from vllm.v1.attention.backends.flash_attn import FlashAttentionMetadata
-
-    fields = {
+def _gpu_batch_fields() -> dict:
+    """The fields FlashAttention and Triton metadata share, for the batch QUERY_LENS/SEQ_LENS."""
+    return {
         "num_actual_tokens": sum(QUERY_LENS),
         "max_query_len": max(QUERY_LENS),
         "query_start_loc": _offsets(QUERY_LENS),
@@ -128,23 +127,36 @@ def _flash_metadata(**overrides):
         "seq_lens": torch.tensor(SEQ_LENS, dtype=torch.int32),
         "block_table": torch.arange(12, dtype=torch.int32).reshape(4, 3),
         "slot_mapping": torch.arange(sum(QUERY_LENS)),
-        "scheduler_metadata": torch.zeros(8, dtype=torch.int32),
     }
+
+
+def _subset_requests(metadata, subset, dtype):
+    """Restrict ``metadata`` to the requests ``subset``; check the fields every backend
+    restricts (offsets, sequence lengths, block tables, slots, token counts)."""
+    rows = _token_rows(subset)
+    query_lens = [QUERY_LENS[r] for r in subset]
+    index = torch.tensor(subset, dtype=torch.int32)
+    sub = subset_attention_metadata(metadata, index, query_lens, rows, None, dtype)
+    assert sub.query_start_loc.tolist() == _offsets(query_lens).tolist()
+    assert sub.seq_lens.tolist() == [SEQ_LENS[r] for r in subset]
+    assert sub.block_table.tolist() == metadata.block_table[list(subset)].tolist()
+    assert sub.slot_mapping.tolist() == rows.tolist()
+    assert (sub.num_actual_tokens, sub.max_query_len) == (sum(query_lens), max(query_lens))
+    return sub
+
+
+def _flash_metadata(**overrides):
+    from vllm.v1.attention.backends.flash_attn import FlashAttentionMetadata
+
+    fields = {**_gpu_batch_fields(), "scheduler_metadata": torch.zeros(8, dtype=torch.int32)}
     fields.update(overrides)
     return FlashAttentionMetadata(**fields)
 
 
 def test_flash_attention_subset_fields():
-    metadata = _flash_metadata()
-    rows = _token_rows((0, 3))
-    sub = subset_attention_metadata(
-        metadata, torch.tensor([0, 3], dtype=torch.int32), [3, 1], rows, None, torch.bfloat16
-    )
+    sub = _subset_requests(_flash_metadata(), (0, 3), torch.bfloat16)
     assert sub.query_start_loc.tolist() == [0, 3, 4]
-    assert sub.seq_lens.tolist() == [40, 33]
-    assert sub.block_table.tolist() == [[0, 1, 2], [9, 10, 11]]
-    assert sub.slot_mapping.tolist() == rows.tolist() == [0, 1, 2, 9]
-    assert (sub.num_actual_tokens, sub.max_query_len) == (4, 3)
+    assert sub.slot_mapping.tolist() == [0, 1, 2, 9]
     assert sub.scheduler_metadata is None  # the batch's split schedule does not fit the subset
     assert (sub.num_decode_reqs, sub.num_prefill_reqs) == (1, 1)
 
@@ -162,13 +174,7 @@ def _triton_metadata(**overrides):
 
     threshold, segments = 8, 16
     fields = {
-        "num_actual_tokens": sum(QUERY_LENS),
-        "max_query_len": max(QUERY_LENS),
-        "query_start_loc": _offsets(QUERY_LENS),
-        "max_seq_len": max(SEQ_LENS),
-        "seq_lens": torch.tensor(SEQ_LENS, dtype=torch.int32),
-        "block_table": torch.arange(12, dtype=torch.int32).reshape(4, 3),
-        "slot_mapping": torch.arange(sum(QUERY_LENS)),
+        **_gpu_batch_fields(),
         "seq_threshold_3D": threshold,
         "num_par_softmax_segments": segments,
         "softmax_segm_output": torch.empty(threshold, NUM_HEADS, segments, HEAD_SIZE),
@@ -182,16 +188,11 @@ def _triton_metadata(**overrides):
 
 def test_triton_attention_subset_fields():
     metadata = _triton_metadata()
-    rows = _token_rows((1, 3))
-    sub = subset_attention_metadata(
-        metadata, torch.tensor([1, 3], dtype=torch.int32), [1, 1], rows, None, torch.float32
-    )
-    assert sub.query_start_loc.tolist() == [0, 1, 2]
+    sub = _subset_requests(metadata, (1, 3), torch.float32)
     assert sub.seq_lens.tolist() == [9, 33]
-    assert sub.block_table.tolist() == [[3, 4, 5], [9, 10, 11]]
-    assert sub.slot_mapping.tolist() == rows.tolist() == [3, 9]
+    assert sub.slot_mapping.tolist() == [3, 9]
     # a decode-only sub-batch: its max query length lets the kernel take the 3D (split) path
-    assert (sub.num_actual_tokens, sub.max_query_len, sub.max_seq_len) == (2, 1, 70)
+    assert (sub.max_query_len, sub.max_seq_len) == (1, 70)
     # the split-softmax scratch is the builder's, sized for any decode batch up to the threshold
     assert sub.softmax_segm_output is metadata.softmax_segm_output
     assert metadata.seq_lens.tolist() == list(SEQ_LENS)  # the batch's metadata is untouched
