@@ -8,7 +8,7 @@ The engine gets all requests in ONE ``generate`` call (after a small warm-up cal
 reference runs them one after another (on the GPU when there is one), optionally only the
 first ``--reference-limit`` of them, since it is slow. Reported per back end: seconds, programs,
 programs/s; the speed-up; and the share of requests both ran whose texts are identical.
-Writes ``benchmarks/results/search_speed_<tag>.json``.
+Writes ``benchmarks/results/search_speed/search_speed_<tag>.json``.
 
     python benchmarks/search_speed.py                                   # both back ends
     python benchmarks/search_speed.py --backends reference --questions 2 --programs-per-question 2
@@ -34,7 +34,7 @@ from polar_vllm.search.actions import ActionSpace, length_window
 from polar_vllm.search.backends import open_generator
 from polar_vllm.search.config import BACKENDS, SearchConfig
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parent / "results" / "search_speed"
 
 
 def candidate_programs(space: ActionSpace, count: int, rng: random.Random) -> list[Program]:
