@@ -15,8 +15,8 @@ For each it reports the median time per forward, the layer-token evaluations, th
 length, the ratio of measured time to the token-work ideal (dense time x evaluations / (layers x
 tokens)) and to the schedule ideal (dense time x schedule length / layers: what a weight-bound
 decode step can at best reach), and the host-side planning time (``plan_batch``) with the merge
-cache warm and cold. Writes ``benchmarks/results/executor_core_<device>[_<tag>].json`` and
-``.png``.
+cache warm and cold. Writes
+``benchmarks/results/executor_core/executor_core_<device>[_<tag>].json`` and ``.png``.
 
     python3 benchmarks/executor_core.py                 # CPU, SmolLM2-135M-sized layers
     python3 benchmarks/executor_core.py --quick         # seconds
@@ -51,7 +51,7 @@ from polar_vllm.executor import (
     run_plan,
 )
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parent / "results" / "executor_core"
 
 
 class ToyDecoder:

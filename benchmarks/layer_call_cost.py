@@ -23,7 +23,7 @@ floor of c(n).
     python benchmarks/layer_call_cost.py --model qwen2.5-coder-0.5b --tag qwen
     python benchmarks/layer_call_cost.py --quick
 
-Writes ``benchmarks/results/layer_call_cost_<tag>.json`` and ``.png``.
+Writes ``benchmarks/results/layer_call_cost/layer_call_cost_<tag>.json`` and ``.png``.
 """
 
 from __future__ import annotations
@@ -306,7 +306,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dtype", default=None, help=DTYPE_HELP)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tag", default=None, help="results file suffix (default: device)")
-    parser.add_argument("--results-dir", type=Path, default=RESULTS)
+    parser.add_argument("--results-dir", type=Path, default=RESULTS / "layer_call_cost")
     parser.add_argument(
         "--quick", action="store_true", help="rows 1,4; batch 4; queues 1,2; 2 repeats"
     )

@@ -7,7 +7,8 @@ head, decoding). With ``--engine`` (the default) the same run also generates 64 
 request for each batch through PoLar vLLM, every request running its predicted program, and
 reports the predictor's share of request latency: the predictor runs once per batch before the
 batch enters the engine, so every request of the batch waits ``batch predictor time``, and the
-share is ``predictor / (predictor + generation)``. Writes JSON under ``benchmarks/results/``.
+share is ``predictor / (predictor + generation)``. Writes JSON under
+``benchmarks/results/predictor_overhead/``.
 
     .venv/bin/python benchmarks/predictor_overhead.py --predictor smollm2-135m
     .venv/bin/python benchmarks/predictor_overhead.py --no-engine --batch-sizes 1,8
@@ -36,7 +37,7 @@ from polar_vllm.predictor import init_random_predictor, load_predictor, predict_
 from polar_vllm.predictor.overhead import measure_overhead
 from polar_vllm.program import format_program
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parent / "results" / "predictor_overhead"
 
 
 def generation_seconds(

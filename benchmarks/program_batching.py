@@ -13,8 +13,8 @@ every batch:
 Three engines run the same requests, alternating: stock vLLM (full depth), PoLar in vLLM's
 order, and PoLar with ``scheduling="program_aware"``. Reported per (mix, batch size): generated
 tokens/s, the ratio to stock, the ideal ratio (D / mean executed layers) and the share of the
-ideal each PoLar engine reaches. Writes ``benchmarks/results/program_batching_<tag>.json`` and
-``.png``.
+ideal each PoLar engine reaches. Writes
+``benchmarks/results/program_batching/program_batching_<tag>.json`` and ``.png``.
 
     python benchmarks/program_batching.py                 # ~40 min on 2 cores
     python benchmarks/program_batching.py --batch-sizes 16 --mixes mixed --repeats 3
@@ -89,7 +89,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dtype", default=None, help=DTYPE_HELP)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tag", default=None, help="results file suffix (default: device)")
-    parser.add_argument("--results-dir", type=Path, default=RESULTS)
+    parser.add_argument("--results-dir", type=Path, default=RESULTS / "program_batching")
     parser.add_argument("--quick", action="store_true", help="batch 4, 16 requests, 8 tokens")
     args = parser.parse_args(argv)
     if args.quick:

@@ -19,8 +19,9 @@ Program sets (depth D):
 
 Reported per (workload, batch size, program set): generated tokens/s, requests/s, mean time
 to first token, mean executed layers, KV-cache bytes per request and the ratio to stock's
-tokens/s in the same run (median over repeats). Writes ``benchmarks/results/throughput_<tag>``
-``.json`` and ``.png`` (speed-up against mean executed layers, with the ideal D/layers curve).
+tokens/s in the same run (median over repeats). Writes
+``benchmarks/results/throughput/throughput_<tag>.json`` and ``.png`` (speed-up against mean
+executed layers, with the ideal D/layers curve).
 
     python benchmarks/throughput.py                       # full run (about an hour on 2 cores)
     python benchmarks/throughput.py --quick               # minutes; what CI runs
@@ -389,7 +390,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--predictor", type=Path, help="predictor dir for the 'predicted' set")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tag", default=None, help="results file suffix (default: device)")
-    parser.add_argument("--results-dir", type=Path, default=RESULTS)
+    parser.add_argument("--results-dir", type=Path, default=RESULTS / "throughput")
     parser.add_argument("--quick", action="store_true", help="tiny run: batch 1,4; 8 tokens")
     args = parser.parse_args(argv)
     if args.quick:
