@@ -38,7 +38,9 @@ from polar_vllm.search import (
     write_study,
 )
 from polar_vllm.search.config import load_search_config
+from polar_vllm.search.dense import candidate_programs, score_questions
 from polar_vllm.search.mcts import Node
+from polar_vllm.search.run import load_questions
 from polar_vllm.search.study import is_loop_only, is_skip_only
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -333,6 +335,76 @@ def test_store_round_trip(tmp_path):
     assert evaluation is not None and not evaluation.correct and evaluation.text == "2 apples"
 
 
+# --- dense candidate sets ----------------------------------------------------------------
+
+
+def test_candidate_programs_are_single_moves_from_full():
+    space = ActionSpace(16, *length_window(16, 0.65, 1.25))
+    singles = candidate_programs(space, 1)
+    full = full_program(16)
+    assert singles[0] == full and len(singles) == len(set(singles)) == 1 + 16 + 16
+    assert set(singles[1:]) == brute_force_children(
+        ActionSpace(16, space.min_length, space.max_length, max_block=1), full, 0
+    )
+    blocks = candidate_programs(space, 2)
+    assert set(singles) < set(blocks) and len(blocks) == 1 + 16 + 16 + 15 + 15
+    with pytest.raises(ValueError, match="max_block"):
+        candidate_programs(space, 0)
+
+
+def test_dense_scoring_evaluates_every_pair_once_and_resumes(tmp_path):
+    space = ActionSpace(16, *length_window(16, 0.65, 1.25))
+    programs = candidate_programs(space, 1)
+    questions = toy_questions((3, 5, 7, 8, 10))
+
+    def run(generator, name="dense.jsonl"):
+        return score_questions(
+            questions,
+            generator,
+            programs,
+            EvaluationStore(tmp_path / name, META),
+            max_tokens=1,
+            questions_per_call=2,
+            progress=False,
+        )
+
+    crashing = ToyGenerator(depth=16, fail_at=2)
+    with pytest.raises(Interrupted):
+        run(crashing)
+    assert [len(call) for call in crashing.calls] == [2 * len(programs)] * 2
+    resumed = ToyGenerator(depth=16)
+    results, stats = run(resumed)
+    assert stats.generated == len(programs) and stats.reused == 4 * len(programs)
+    assert stats.generate_calls == 1 and stats.rounds == 3
+    for question, result in zip(questions, results, strict=True):
+        layer = int(question.problem.question.split()[1])
+        assert [p for p, _ in result.evaluated] == list(programs)
+        # toy rule: right exactly when the program skips the question's layer
+        assert [ok for _, ok in result.evaluated] == [layer not in p for p in programs]
+        assert sum(ok for _, ok in result.evaluated) == 1
+
+
+def test_split_part_questions_are_disjoint(tmp_path):
+    base = {"model": "smollm2-135m", "levels": [1, 2], "questions_per_level": 5}
+    parts = {}
+    for part in ("train", "val", "test"):
+        path = tmp_path / f"{part}.yaml"
+        path.write_text(yaml.safe_dump({**base, "split": [6, 5, 5], "split_part": part}))
+        parts[part] = load_questions(load_search_config(path))
+        assert [p.level for p in parts[part]] == [1] * 5 + [2] * 5
+    ids = [p.id for part in parts.values() for p in part]
+    assert len(ids) == len(set(ids)) == 30
+    too_many = tmp_path / "too_many.yaml"
+    too_many.write_text(yaml.safe_dump({**base, "split": [4, 1, 1]}))
+    with pytest.raises(ValueError, match="fewer than questions_per_level"):
+        load_questions(load_search_config(too_many))
+    for bad, match in (({"split_part": "dev"}, "split_part"), ({"method": "grid"}, "method")):
+        path = tmp_path / "bad.yaml"
+        path.write_text(yaml.safe_dump({**base, **bad}))
+        with pytest.raises(ValueError, match=match):
+            load_search_config(path)
+
+
 # --- labels and the oracle study ---------------------------------------------------------
 
 
@@ -447,6 +519,9 @@ def test_configs(tmp_path):
     assert qwen.model == "qwen2.5-coder-0.5b" and qwen.simulations == 100
     space = qwen.action_space(24)
     assert (space.min_length, space.max_length, space.max_block) == (16, 30, 4)
+    labels = load_search_config(CONFIGS / "qwen_labels.yaml")
+    assert labels.simulations >= 24 and labels.questions_per_level >= 600
+    assert labels.split_part == "train" and labels.levels == (1, 2, 3)
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: smollm2-135m\nsimulation: 3\n")
     with pytest.raises(ValueError, match="unknown settings"):

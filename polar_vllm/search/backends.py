@@ -45,12 +45,7 @@ def open_generator(config: SearchConfig) -> Iterator[tuple[ProgramGenerator, Any
         return
     from polar_vllm.compat.batch_jobs import batch_job_llm
 
-    llm = batch_job_llm(
-        directory,
-        config.dtype,
-        {"max_passes": config.max_passes},
-        max_model_len=config.max_model_len,
-    )
+    llm = batch_job_llm(directory, config.dtype, config.polar_settings(), **config.engine_args())
     try:
         yield VllmProgramGenerator(llm), llm.get_tokenizer()
     finally:

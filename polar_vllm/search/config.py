@@ -15,14 +15,22 @@ from typing import Any
 import yaml
 
 from polar_vllm.bundled import BUNDLED_MODELS
+from polar_vllm.config import SCHEDULING_POLICIES
 from polar_vllm.data import LEVELS, SYSTEM_PROMPT
 from polar_vllm.search.actions import ActionSpace, length_window
 from polar_vllm.search.mcts import MctsSettings
 
-__all__ = ["BACKENDS", "SearchConfig", "load_search_config"]
+__all__ = ["BACKENDS", "METHODS", "SPLIT_PARTS", "SearchConfig", "load_search_config"]
 
 BACKENDS: tuple[str, ...] = ("vllm", "reference")
 """``vllm``: batched PoLar engine; ``reference``: transformers, one request at a time."""
+
+METHODS: tuple[str, ...] = ("mcts", "dense")
+"""``mcts``: a program search per question; ``dense``: a fixed candidate set on every question
+(:mod:`polar_vllm.search.dense`)."""
+
+SPLIT_PARTS: tuple[str, ...] = ("train", "val", "test")
+"""The parts of a generated split (:func:`polar_vllm.data.split_problems`) a search may take."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +38,7 @@ class SearchConfig:
     """One search run: model and back end, questions, search parameters, outputs."""
 
     model: str
+    method: str = "mcts"
     backend: str = "vllm"
     dtype: str = "float32"
     max_model_len: int = 1024
@@ -37,6 +46,8 @@ class SearchConfig:
     questions_per_level: int = 100
     data_seed: int = 0
     data_file: str | None = None
+    split: tuple[int, int, int] | None = None
+    split_part: str = "train"
     chat_template: bool = True
     max_tokens: int = 16
     seed: int = 0
@@ -50,15 +61,35 @@ class SearchConfig:
     block_depth: int = 2
     max_passes: int = 2
     window: tuple[float, float] = (0.65, 1.25)
+    dense_max_block: int = 1
     output_dir: str = "results/search/run"
+    scheduling: str = "fcfs"
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
 
     def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.dense_max_block < 1:
+            raise ValueError(f"dense_max_block must be >= 1, got {self.dense_max_block}")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.questions_per_level < 1 or self.max_tokens < 1:
             raise ValueError("questions_per_level and max_tokens must be >= 1")
         if len(self.window) != 2:
             raise ValueError(f"window must be [min_fraction, max_fraction], got {self.window}")
+        if self.scheduling not in SCHEDULING_POLICIES:
+            raise ValueError(
+                f"scheduling must be one of {SCHEDULING_POLICIES}, got {self.scheduling!r}"
+            )
+        if self.split is not None:
+            if len(self.split) != 3 or min(self.split) < 0:
+                raise ValueError(f"split must be [train, val, test] sizes >= 0, got {self.split}")
+            if self.data_file is not None:
+                raise ValueError("split applies to generated questions; drop it or data_file")
+            object.__setattr__(self, "split", tuple(int(x) for x in self.split))
+        if self.split_part not in SPLIT_PARTS:
+            raise ValueError(f"split_part must be one of {SPLIT_PARTS}, got {self.split_part!r}")
         object.__setattr__(self, "levels", tuple(self.levels))
         object.__setattr__(self, "window", tuple(float(x) for x in self.window))
         length_window(1, *self.window)  # validates the fractions
@@ -98,6 +129,19 @@ class SearchConfig:
             random_expand=self.random_expand,
             leaves_per_round=self.leaves_per_round,
         )
+
+    def engine_args(self) -> dict[str, Any]:
+        """The vLLM ``LLM`` arguments and PoLar settings of the ``vllm`` back end."""
+        args: dict[str, Any] = {"max_model_len": self.max_model_len}
+        if self.max_num_seqs is not None:
+            args["max_num_seqs"] = self.max_num_seqs
+        if self.max_num_batched_tokens is not None:
+            args["max_num_batched_tokens"] = self.max_num_batched_tokens
+        return args
+
+    def polar_settings(self) -> dict[str, Any]:
+        """``additional_config["polar"]`` of the ``vllm`` back end."""
+        return {"max_passes": self.max_passes, "scheduling": self.scheduling}
 
     def action_space(self, depth: int) -> ActionSpace:
         """The legal moves for a model of ``depth`` layers."""

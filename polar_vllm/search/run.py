@@ -7,9 +7,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from polar_vllm.data import MathProblem, build_prompt, generate_problems, load_jsonl
+from polar_vllm.data import (
+    MathProblem,
+    build_prompt,
+    generate_dataset,
+    generate_problems,
+    load_jsonl,
+    split_problems,
+)
 from polar_vllm.generation import ProgramGenerator
 from polar_vllm.search.config import SearchConfig
+from polar_vllm.search.dense import candidate_programs, score_questions
 from polar_vllm.search.labels import label_record, write_label_records
 from polar_vllm.search.runner import SearchQuestion, SearchStats, search_questions
 from polar_vllm.search.store import EvaluationStore
@@ -34,8 +42,31 @@ def load_questions(config: SearchConfig) -> list[MathProblem]:
     """``questions_per_level`` problems of each level in ``config.levels``.
 
     Generated (seeded by ``data_seed``) unless ``data_file`` names a JSONL file, from which the
-    first problems of each level are taken (fewer if the file has fewer).
+    first problems of each level are taken (fewer if the file has fewer). With ``split``, the
+    generated problems are first cut into train/val/test parts as the predictor pipeline cuts
+    them, and the first problems of each level of ``split_part`` are searched, so a search of
+    the train part never touches validation or test questions.
     """
+    if config.split is not None:
+        splits = split_problems(
+            generate_dataset(config.levels, sum(config.split), config.data_seed),
+            *config.split,
+            seed=config.data_seed,
+        )
+        part = getattr(splits, config.split_part)
+        if any(
+            sum(p.level == level for p in part) < config.questions_per_level
+            for level in config.levels
+        ):
+            raise ValueError(
+                f"split part {config.split_part!r} of {config.split} holds fewer than "
+                f"questions_per_level={config.questions_per_level} problems per level"
+            )
+        return [
+            problem
+            for level in config.levels
+            for problem in [p for p in part if p.level == level][: config.questions_per_level]
+        ]
     if config.data_file is None:
         return [
             p
@@ -52,25 +83,38 @@ def load_questions(config: SearchConfig) -> list[MathProblem]:
 def run_search(
     config: SearchConfig, generator: ProgramGenerator, tokenizer: Any, *, progress: bool = True
 ) -> SearchRun:
-    """Search every question of ``config``, resuming from its evaluation file, then write the
-    labels and the oracle study under ``config.output_dir``."""
+    """Search every question of ``config`` (MCTS, or the dense candidate set when
+    ``config.method`` is ``"dense"``), resuming from its evaluation file, then write the labels
+    and the oracle study under ``config.output_dir``."""
     problems = load_questions(config)
     if not problems:
         raise ValueError(f"no questions for levels {config.levels}")
     prompt_tokenizer = tokenizer if config.chat_template else None
     questions = [SearchQuestion(p, build_prompt(p.question, prompt_tokenizer)) for p in problems]
     store = EvaluationStore(config.evaluations_path, config.store_meta())
-    results, stats = search_questions(
-        questions,
-        generator,
-        config.action_space(generator.depth),
-        config.mcts_settings(),
-        store,
-        max_tokens=config.max_tokens,
-        seed=config.seed,
-        questions_per_round=config.questions_per_round,
-        progress=progress,
-    )
+    space = config.action_space(generator.depth)
+    if config.method == "dense":
+        results, stats = score_questions(
+            questions,
+            generator,
+            candidate_programs(space, config.dense_max_block),
+            store,
+            max_tokens=config.max_tokens,
+            questions_per_call=config.questions_per_round or len(questions),
+            progress=progress,
+        )
+    else:
+        results, stats = search_questions(
+            questions,
+            generator,
+            space,
+            config.mcts_settings(),
+            store,
+            max_tokens=config.max_tokens,
+            seed=config.seed,
+            questions_per_round=config.questions_per_round,
+            progress=progress,
+        )
     records = [label_record(r, config.model, generator.depth) for r in results]
     write_label_records(records, config.labels_path)
     study, study_json, study_png = write_study(records, config.study_dir)

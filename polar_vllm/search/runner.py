@@ -27,7 +27,7 @@ from polar_vllm.search.actions import ActionSpace
 from polar_vllm.search.mcts import MctsSettings, ProgramSearch
 from polar_vllm.search.store import Evaluation, EvaluationStore
 
-__all__ = ["QuestionResult", "SearchQuestion", "SearchStats", "search_questions"]
+__all__ = ["QuestionResult", "SearchQuestion", "SearchStats", "evaluate_pairs", "search_questions"]
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class SearchStats:
         return self.generated / self.generate_seconds if self.generate_seconds > 0 else 0.0
 
 
-def _evaluate(
+def evaluate_pairs(
     pairs: Sequence[tuple[SearchQuestion, Program]],
     generator: ProgramGenerator,
     max_tokens: int,
@@ -134,7 +134,7 @@ def search_questions(
             stats.reused += proposed - len(missing)
             if missing:
                 call_started = time.perf_counter()
-                store.add(_evaluate(missing, generator, max_tokens))
+                store.add(evaluate_pairs(missing, generator, max_tokens))
                 stats.generate_seconds += time.perf_counter() - call_started
                 stats.generate_calls += 1
                 stats.generated += len(missing)
