@@ -576,6 +576,17 @@ def test_speed_benchmark_reference_side(tmp_path):
     row = results["backends"]["reference"]
     assert row["programs"] == 2 and row["programs_per_s"] > 0
     assert json.loads((tmp_path / "search_speed_t.json").read_text()) == results
+    # --configs: one engine variant per search config, named by file stem, same model only
+    parser = module.argparse.ArgumentParser()
+    args = parser.parse_args([])
+    args.configs = f"{CONFIGS / 'qwen_study.yaml'},{CONFIGS / 'qwen_labels.yaml'}"
+    named = module.variants(args, parser)
+    assert list(named) == ["qwen_study", "qwen_labels"]
+    assert [c.dtype for c in named.values()] == ["float32", "bfloat16"]
+    assert named["qwen_labels"].engine_args()["max_num_seqs"] == 512
+    args.configs = f"{CONFIGS / 'qwen_study.yaml'},{CONFIGS / 'smollm2_study.yaml'}"
+    with pytest.raises(SystemExit):
+        module.variants(args, parser)
 
 
 class RecordingGenerator:
