@@ -36,6 +36,14 @@ from polar_vllm.predictor.evaluation import EvalItem, MethodResult, evaluate, su
 from polar_vllm.predictor.labels import build_targets, read_labels
 from polar_vllm.predictor.network import PolarHead
 from polar_vllm.predictor.overhead import measure_overhead
+from polar_vllm.predictor.selection import (
+    FALLBACK_ALWAYS,
+    OperatingPoint,
+    calibrate,
+    choose,
+    pick_point,
+    rank,
+)
 from polar_vllm.predictor.settings import TrainSettings, load_settings
 from polar_vllm.predictor.static_skip import layer_importance, static_skip_program
 from polar_vllm.predictor.training import encode_set, train_head
@@ -477,3 +485,139 @@ def test_eval_metrics_on_reference_generator(
         assert group["polar"]["pass@5"] == float(any(record["polar"]["correct"]))
     overall = summarize(items, {"x": [MethodResult([True], [30], ["0-29"])] * 2})
     assert overall["in_distribution"]["x"]["n"] == 1 and overall["ood"]["x"]["pass@1"] == 1.0
+
+
+# --------------------------------------------------------------------------- candidate head
+
+NEVER_PROGRAM = "0-1,4-7"  # right for no question
+
+
+def _dense_record(rid: str, question: str, right: set[str]) -> str:
+    """A dense label record: every toy candidate evaluated, ``right`` the correct ones."""
+    evaluated = [
+        {"program": list(parse_program(p, TOY_DEPTH)), "correct": p in right}
+        for p in ("full", APPLE_PROGRAM, PEAR_PROGRAM, NEVER_PROGRAM)
+    ]
+    return json.dumps(
+        {
+            "id": rid,
+            "level": 1,
+            "question": question,
+            "answer": "1",
+            "model": "toy",
+            "depth": TOY_DEPTH,
+            "base_correct": "full" in right,
+            "evaluated": evaluated,
+            "valid_programs": [e["program"] for e in evaluated if e["correct"]],
+        }
+    )
+
+
+def _dense_labels(path: Path, phrases: list[str], names: list[str]) -> Path:
+    """Apple questions are right under the apple program, pear ones under the pear program;
+    the full program is right on one question in three."""
+    lines = []
+    for i, name in enumerate(names):
+        for j, phrase in enumerate(phrases):
+            for fruit, program in (("apples", APPLE_PROGRAM), ("pears", PEAR_PROGRAM)):
+                right = {program} | ({"full"} if (i + j) % 3 == 0 else set())
+                text = phrase.format(n=name, x=i + 3, y=j + 2, f=fruit)
+                lines.append(_dense_record(f"{fruit}-{name}-{j}", text, right))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_choice_rule_fallback_and_calibration() -> None:
+    probs = torch.tensor([[0.5, 0.9, 0.2], [0.6, 0.55, 0.1], [0.3, 0.3, 0.31]])
+    lengths = torch.tensor([8, 6, 10])  # candidate 0 is the full program
+    assert choose(probs, lengths, 8, 0, OperatingPoint()).tolist() == [1, 0, 2]
+    # a margin: switch away from full only when clearly better
+    assert choose(probs, lengths, 8, 0, OperatingPoint(margin=0.2)).tolist() == [1, 0, 0]
+    # a length penalty with a negative margin trades a little predicted accuracy for layers
+    cheap = OperatingPoint(length_penalty=1.0, margin=-0.1)
+    assert choose(probs, lengths, 8, 0, cheap).tolist() == [1, 1, 1]
+    assert rank(probs, lengths, 8, 0, cheap)[1] == [1, 0, 2]
+    # a margin of 1 gives the full program whatever the probabilities
+    noisy = torch.rand(500, 3, generator=torch.Generator().manual_seed(0))
+    noisy[:, 0] = 0.0
+    always = OperatingPoint(length_penalty=3.0, margin=FALLBACK_ALWAYS)
+    assert set(choose(noisy, lengths, 8, 0, always).tolist()) == {0}
+    correct = torch.tensor([[0, 1, 0], [1, 0, 0], [0, 0, 1]])
+    points = calibrate(probs, correct, lengths, 8, 0, penalties=[0.0, 1.0], margins=[-0.1, 0.0])
+    assert len(points) == 4
+    best = pick_point(points, 8.0)
+    assert best.accuracy == 1.0 and best.point == OperatingPoint(0.0, 0.0)
+    assert best.mean_layers == pytest.approx(8.0)
+    lean = pick_point(points, 7.5)  # (1.0, 0.0): 2 of 3 right in 22 / 3 layers on average
+    assert lean.point == OperatingPoint(1.0, 0.0) and lean.mean_layers == pytest.approx(22 / 3)
+    assert lean.accuracy == pytest.approx(2 / 3) and lean.full_share == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="at most 5"):
+        pick_point(points, 5.0)
+
+
+def test_candidate_config_checks() -> None:
+    good = {"model": "toy", "depth": 4, "head": "candidates", "candidates": ("0-3", "0,2,3")}
+    assert PredictorConfig(**good).candidate_program(1) == (0, 2, 3)
+    for bad, match in (
+        ({"candidates": ("0,2,3",)}, "must include the full program"),
+        ({"candidates": ("0-3", "0-3,1")}, "not in PoLar form"),
+        ({"candidates": ("0-3", "0-9")}, "0-9"),
+        ({"operating_point": "fast"}, "not one of operating_points"),
+        ({"head": "polar_form"}, "need head: candidates"),
+        ({"head": "tree"}, "head must be one of"),
+    ):
+        with pytest.raises(PredictorError, match=match):
+            PredictorConfig(**{**good, **bad})
+
+
+def test_candidate_predictor_trains_calibrates_and_falls_back(tmp_path: Path) -> None:
+    train = _dense_labels(tmp_path / "dense_train.jsonl", PHRASES, NAMES)
+    val = _dense_labels(tmp_path / "dense_val.jsonl", HELD_OUT, ["Omar", "Lena", "Ivan"])
+    settings = {
+        "model": "toy",
+        "predictor_dir": str(tmp_path / "candidates"),
+        "train": {
+            "head": "candidates",
+            "labels": [str(train)],
+            "val_labels": [str(val)],
+            "epochs": 12,
+            "batch_size": 16,
+            "efficiency_layers": 0.9,
+        },
+    }
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(settings))
+    main(["train", "--config", str(tmp_path / "run.yaml")])
+    directory = tmp_path / "candidates"
+    saved = yaml.safe_load((directory / "config.yaml").read_text())
+    assert saved["head"] == "candidates" and saved["operating_point"] == "accuracy"
+    assert saved["candidates"][0] == format_program(full_program(TOY_DEPTH))
+    assert set(saved["operating_points"]) == {"accuracy", "efficiency"}
+    frontier = json.loads((directory / "validation_frontier.json").read_text())
+    assert frontier["full_program"]["accuracy"] == pytest.approx(1 / 3)
+    assert frontier["oracle"] == 1.0
+    # on validation questions the learned choice beats the best static candidate and full
+    accurate = frontier["operating_points"]["accuracy"]
+    assert accurate["accuracy"] == 1.0 > frontier["best_static"]["accuracy"]
+    assert frontier["operating_points"]["efficiency"]["mean_layers"] <= 0.9 * TOY_DEPTH
+    assert (directory / "validation_frontier.png").read_bytes()[:4] == b"\x89PNG"
+
+    # the most likely right candidate (no length penalty, no margin) is the fruit's program
+    saved["operating_points"]["likeliest"] = {"length_penalty": 0.0, "margin": 0.0}
+    saved["operating_points"]["never"] = {"length_penalty": 0.0, "margin": FALLBACK_ALWAYS}
+    (directory / "config.yaml").write_text(yaml.safe_dump(saved))
+    predictor = load_predictor(directory, operating_point="likeliest")
+    for fruit, expected in (("apples", APPLE_PROGRAM), ("pears", PEAR_PROGRAM)):
+        questions = [p.format(n="Ravi", x=4, y=9, f=fruit) for p in PHRASES[:3]]
+        top = [ranked[0] for ranked in predict_programs(predictor, questions, top_k=4)]
+        assert top == [parse_program(expected, TOY_DEPTH)] * 3, fruit
+    ranked = predict_scored(predictor, ["Tom has 3 apples."], top_k=4)[0]
+    assert len({s.program for s in ranked}) == 4 and 0.0 < ranked[0].score < 1.0
+    # the fallback: a margin of 1 always runs the full program
+    cautious = load_predictor(directory, operating_point="never")
+    questions = [p.format(n="Ravi", x=4, y=9, f=f) for p in PHRASES for f in ("apples", "pears")]
+    assert {p[0] for p in predict_programs(cautious, questions)} == {full_program(TOY_DEPTH)}
+    with pytest.raises(PredictorError, match="unknown operating point 'fast'"):
+        load_predictor(directory, operating_point="fast")
+    with pytest.raises(PredictorError, match="operating points belong to candidate"):
+        init_random_predictor(tmp_path / "r", "toy", TOY_DEPTH)
+        load_predictor(tmp_path / "r", operating_point="accuracy")

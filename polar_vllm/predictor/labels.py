@@ -45,6 +45,8 @@ class LabelRecord:
     depth: int
     base_correct: bool
     valid_programs: tuple[tuple[int, ...], ...]
+    evaluated: tuple[tuple[tuple[int, ...], bool], ...] = ()
+    """Every program run for the question and whether it answered right (search order)."""
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,16 @@ def _parse_record(line: str, where: str) -> LabelRecord:
         depth=depth,
         base_correct=bool(raw.get("base_correct", False)),
         valid_programs=tuple(tuple(p) for p in programs),
+        evaluated=_evaluated(raw.get("evaluated", []), where),
     )
+
+
+def _evaluated(raw: object, where: str) -> tuple[tuple[tuple[int, ...], bool], ...]:
+    if not isinstance(raw, list) or not all(
+        isinstance(e, dict) and isinstance(e.get("program"), list) and "correct" in e for e in raw
+    ):
+        raise PredictorError(f"{where}: evaluated must be a list of {{program, correct}} objects")
+    return tuple((tuple(e["program"]), bool(e["correct"])) for e in raw)
 
 
 def _layer_ops(form: PolarForm) -> tuple[int, ...]:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import torch
 
 from polar_vllm.predictor.decoding import DecodeOptions, ScoredProgram, decode
+from polar_vllm.predictor.selection import rank
 from polar_vllm.predictor.storage import Predictor
 from polar_vllm.program import Program
 
@@ -44,6 +45,22 @@ def decode_options(
     )
 
 
+def _rank_candidates(
+    predictor: Predictor, logits: torch.Tensor, top_k: int
+) -> list[list[ScoredProgram]]:
+    """The ``top_k`` candidates of each row of ``logits`` [B, C] at the predictor's operating
+    point, each scored by its probability of answering right."""
+    candidates = predictor.candidates
+    probs = torch.sigmoid(logits)
+    order = rank(
+        probs, candidates.lengths, predictor.config.depth, candidates.full_index, predictor.point
+    )
+    return [
+        [ScoredProgram(candidates.forms[c], float(probs[row, c])) for c in ranked[:top_k]]
+        for row, ranked in enumerate(order)
+    ]
+
+
 @torch.no_grad()
 def predict_scored(
     predictor: Predictor,
@@ -55,8 +72,10 @@ def predict_scored(
 ) -> list[list[ScoredProgram]]:
     """The ``top_k`` best labellings of each question, best first, with their scores.
 
-    When ``times`` is given, the seconds spent in the encoder, the head and decoding are
-    added to it.
+    A ``candidates`` predictor ranks its candidate set at its operating point (the first is its
+    choice, with the fallback to the full program applied; scores are probabilities of
+    answering right) and ignores ``length_aware``. When ``times`` is given, the seconds spent
+    in the encoder, the head and decoding are added to it.
     """
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
@@ -68,11 +87,14 @@ def predict_scored(
         start = time.perf_counter()
         encoded = predictor.encoder.encode(chunk)
         after_encoder = time.perf_counter()
-        boundary, ops = predictor.head(encoded.states, encoded.mask)
-        boundary, ops = boundary.float().cpu(), ops.float().cpu()
+        outputs = predictor.head(encoded.states, encoded.mask)
         after_head = time.perf_counter()
-        for row in range(len(chunk)):
-            results.append(decode(boundary[row], ops[row], options)[:top_k])
+        if predictor.candidates is not None:
+            results.extend(_rank_candidates(predictor, outputs.float().cpu(), top_k))
+        else:
+            boundary, ops = (tensor.float().cpu() for tensor in outputs)
+            for row in range(len(chunk)):
+                results.append(decode(boundary[row], ops[row], options)[:top_k])
         end = time.perf_counter()
         times.encoder += after_encoder - start
         times.head += after_head - after_encoder

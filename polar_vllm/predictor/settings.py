@@ -44,6 +44,12 @@ class TrainSettings:
         dropout: Dropout in the head.
         levels: When set, only label records of these difficulty levels are used (the others
             stay held out, e.g. for an out-of-distribution evaluation).
+        head: ``polar_form`` (the paper's head, trained on the valid paths of search labels) or
+            ``candidates`` (scores the candidate set of dense labels, whose every program was
+            run on every question; ``val_labels`` must then be dense labels of validation
+            questions, on which the operating points are chosen).
+        efficiency_layers: With the ``candidates`` head, the mean executed layers of the
+            ``efficiency`` operating point, as a fraction of the model's depth.
     """
 
     labels: tuple[str, ...] = ()
@@ -59,6 +65,8 @@ class TrainSettings:
     encoder: str = DEFAULT_ENCODER
     dropout: float = 0.1
     levels: tuple[int, ...] | None = None
+    head: str = "polar_form"
+    efficiency_layers: float = 0.85
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from polar_vllm.predictor.candidate_head import CandidateHead
 from polar_vllm.predictor.config import (
     CONFIG_FILE,
     WEIGHTS_FILE,
@@ -26,21 +28,67 @@ from polar_vllm.predictor.config import (
 from polar_vllm.predictor.encoder import TextEncoder
 from polar_vllm.predictor.errors import PredictorError
 from polar_vllm.predictor.network import PolarHead
+from polar_vllm.predictor.selection import OperatingPoint
 from polar_vllm.predictor.shipped import resolve_predictor_dir
+from polar_vllm.program import PolarForm, Program, canonical_polar_form, full_program
 
 __all__ = [
+    "CandidateSet",
+    "Head",
     "Predictor",
+    "build_head",
     "init_random_predictor",
     "load_predictor",
     "save_predictor",
 ]
 
 
-class Predictor:
-    """A frozen text encoder and a trained head, ready to score questions."""
+@dataclass(frozen=True)
+class CandidateSet:
+    """A candidate predictor's programs in logit order, with their PoLar forms and lengths."""
 
-    def __init__(self, config: PredictorConfig, head: PolarHead, device: str = "cpu") -> None:
+    programs: tuple[Program, ...]
+    forms: tuple[PolarForm, ...]
+    lengths: torch.Tensor
+    full_index: int
+
+    @classmethod
+    def of(cls, config: PredictorConfig) -> CandidateSet:
+        """The candidate set of ``config`` (which validated every candidate)."""
+        programs = tuple(config.candidate_program(i) for i in range(len(config.candidates)))
+        forms = tuple(
+            canonical_polar_form(p, config.depth, config.max_segment_len) for p in programs
+        )
+        lengths = torch.tensor([len(p) for p in programs])
+        return cls(programs, forms, lengths, programs.index(full_program(config.depth)))
+
+
+Head = PolarHead | CandidateHead
+"""A trainable head of either kind (:data:`~polar_vllm.predictor.config.HEADS`)."""
+
+
+def build_head(config: PredictorConfig) -> Head:
+    """A freshly initialised head of the kind ``config.head`` names."""
+    return CandidateHead(config) if config.head == "candidates" else PolarHead(config)
+
+
+class Predictor:
+    """A frozen text encoder and a trained head, ready to score questions.
+
+    ``operating_point`` names the :class:`~polar_vllm.predictor.selection.OperatingPoint` of a
+    candidate predictor (default: its config's ``operating_point``); it is refused for the
+    ``polar_form`` head.
+    """
+
+    def __init__(
+        self,
+        config: PredictorConfig,
+        head: Head,
+        device: str = "cpu",
+        operating_point: str | None = None,
+    ) -> None:
         self.config = config
+        self.point = self._operating_point(operating_point)
         self.device = torch.device(device)
         self.encoder = TextEncoder(
             config.encoder, max_tokens=config.max_question_tokens, device=device
@@ -51,13 +99,27 @@ class Predictor:
                 f"was built for encoder_dim {config.encoder_dim}"
             )
         self.head = head.to(self.device).eval()
+        self.candidates = CandidateSet.of(config) if config.head == "candidates" else None
 
-    @torch.no_grad()
-    def logits(self, questions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Boundary logits [B, D] and op logits [B, D, 3] for ``questions`` (on the CPU)."""
-        batch = self.encoder.encode(questions)
-        boundary, ops = self.head(batch.states, batch.mask)
-        return boundary.float().cpu(), ops.float().cpu()
+    def _operating_point(self, name: str | None) -> OperatingPoint | None:
+        """The named operating point (the config's default when ``name`` is None)."""
+        config = self.config
+        if config.head != "candidates":
+            if name is not None:
+                raise PredictorError(
+                    f"operating point {name!r} given, but this predictor's head is "
+                    f"{config.head!r}; operating points belong to candidate predictors"
+                )
+            return None
+        name = name if name is not None else config.operating_point
+        if name is None:
+            return OperatingPoint()
+        if name not in config.operating_points:
+            raise PredictorError(
+                f"unknown operating point {name!r}; this predictor has "
+                f"{sorted(config.operating_points)}"
+            )
+        return OperatingPoint(**config.operating_points[name])
 
 
 def _check_directory(directory: Path) -> tuple[Path, Path]:
@@ -77,7 +139,7 @@ def _check_directory(directory: Path) -> tuple[Path, Path]:
     return paths[0], paths[1]
 
 
-def _load_weights(path: Path, head: PolarHead) -> None:
+def _load_weights(path: Path, head: Head) -> None:
     try:
         weights = load_file(str(path))
     except Exception as e:  # safetensors raises its own error type, or OSError
@@ -105,6 +167,7 @@ def load_predictor(
     expected_depth: int | None = None,
     expected_model: str | None = None,
     device: str = "cpu",
+    operating_point: str | None = None,
 ) -> Predictor:
     """Load the predictor in ``directory``, checked against the served model.
 
@@ -115,10 +178,12 @@ def load_predictor(
         expected_model: The served model's name or path; see
             :func:`~polar_vllm.predictor.config.model_matches`.
         device: Torch device for the encoder and head.
+        operating_point: A candidate predictor's operating point by name (default: the one
+            its config names).
 
     Raises:
         PredictorError: missing directory or file, unreadable or invalid config or weights,
-            unknown format version, depth or model mismatch.
+            unknown format version, depth or model mismatch, unknown operating point.
     """
     directory = Path(directory)
     if not directory.exists():
@@ -135,14 +200,12 @@ def load_predictor(
             f"predictor {directory} targets model {config.model!r} but the served model is "
             f"{expected_model!r}"
         )
-    head = PolarHead(config)
+    head = build_head(config)
     _load_weights(weights_path, head)
-    return Predictor(config, head, device=device)
+    return Predictor(config, head, device=device, operating_point=operating_point)
 
 
-def save_predictor(
-    directory: str | os.PathLike[str], config: PredictorConfig, head: PolarHead
-) -> Path:
+def save_predictor(directory: str | os.PathLike[str], config: PredictorConfig, head: Head) -> Path:
     """Write ``config.yaml`` and ``model.safetensors`` into ``directory`` (created if needed).
 
     Each file is written to a temporary name first and renamed, so a reader never sees half a

@@ -28,23 +28,27 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from polar_vllm.predictor.candidate_head import CandidateHead
 from polar_vllm.predictor.config import OP_SPACE, PredictorConfig
 from polar_vllm.predictor.encoder import TextEncoder
 from polar_vllm.predictor.errors import PredictorError
 from polar_vllm.predictor.labels import LabelRecord, QuestionTargets, build_targets, read_labels
-from polar_vllm.predictor.network import PolarHead
 from polar_vllm.predictor.settings import RunSettings, TrainSettings
-from polar_vllm.predictor.storage import save_predictor
+from polar_vllm.predictor.storage import Head, build_head, save_predictor
 
 __all__ = [
     "EncodedSet",
     "TrainResult",
+    "encode_questions",
     "encode_set",
+    "head_loss",
+    "of_levels",
     "plot_losses",
     "predictor_loss",
     "train_from_settings",
@@ -67,6 +71,8 @@ class EncodedSet:
     states: list[torch.Tensor]
     boundaries: torch.Tensor
     ops: torch.Tensor
+    candidates: torch.Tensor | None = None
+    """For a candidate head: [Q, C] correctness (0/1) of every candidate on every question."""
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -84,19 +90,26 @@ class EncodedSet:
         return states, mask
 
 
+def encode_questions(
+    questions: Sequence[str], encoder: TextEncoder, batch_size: int = 64
+) -> list[torch.Tensor]:
+    """The frozen encoder's token states of every question ([T_i, E], float16, no padding)."""
+    states: list[torch.Tensor] = []
+    for first in tqdm(
+        range(0, len(questions), batch_size), desc="encoding questions", unit="batch", leave=False
+    ):
+        encoded = encoder.encode(list(questions[first : first + batch_size]))
+        for row in range(encoded.states.shape[0]):
+            keep = encoded.mask[row]
+            states.append(encoded.states[row, keep].to(torch.float16).cpu())
+    return states
+
+
 def encode_set(
     targets: Sequence[QuestionTargets], encoder: TextEncoder, depth: int, batch_size: int = 64
 ) -> EncodedSet:
     """Encode every question once and build its soft targets."""
-    states: list[torch.Tensor] = []
-    for first in tqdm(
-        range(0, len(targets), batch_size), desc="encoding questions", unit="batch", leave=False
-    ):
-        chunk = targets[first : first + batch_size]
-        encoded = encoder.encode([t.question for t in chunk])
-        for row in range(len(chunk)):
-            keep = encoded.mask[row]
-            states.append(encoded.states[row, keep].to(torch.float16).cpu())
+    states = encode_questions([t.question for t in targets], encoder, batch_size)
     boundaries = torch.zeros(len(targets), depth)
     ops = torch.zeros(len(targets), depth, len(OP_SPACE))
     for q, target in enumerate(targets):
@@ -120,25 +133,36 @@ def predictor_loss(
     return (boundary + ops).mean()
 
 
+def head_loss(
+    config: PredictorConfig, outputs: Any, data: EncodedSet, rows: Sequence[int]
+) -> torch.Tensor:
+    """The training loss of a head's ``outputs`` on ``rows`` of ``data``: BCE against the
+    candidates' correctness for a candidate head, else :func:`predictor_loss`."""
+    if config.head == "candidates":
+        assert data.candidates is not None, "a candidate head trains on dense labels"
+        return F.binary_cross_entropy_with_logits(outputs, data.candidates[rows])
+    boundary, ops = outputs
+    return predictor_loss(boundary, ops, data.boundaries[rows], data.ops[rows])
+
+
 @dataclass
 class TrainResult:
     """Outcome of training: the best head and the loss history."""
 
-    head: PolarHead
+    head: Head
     best_epoch: int
     best_val_loss: float | None
     history: dict[str, list[float]] = field(default_factory=dict)
 
 
 @torch.no_grad()
-def _evaluate_loss(head: PolarHead, data: EncodedSet, batch_size: int) -> float:
+def _evaluate_loss(config: PredictorConfig, head: Head, data: EncodedSet, batch_size: int) -> float:
     head.eval()
     total = 0.0
     for first in range(0, len(data), batch_size):
         rows = list(range(first, min(first + batch_size, len(data))))
         states, mask = data.batch(rows)
-        boundary, ops = head(states, mask)
-        loss = predictor_loss(boundary, ops, data.boundaries[rows], data.ops[rows])
+        loss = head_loss(config, head(states, mask), data, rows)
         total += float(loss) * len(rows)
     return total / len(data)
 
@@ -149,9 +173,10 @@ def train_head(
     val: EncodedSet | None,
     settings: TrainSettings,
     *,
-    on_best: Callable[[PolarHead, int], None] | None = None,
+    on_best: Callable[[Head, int], None] | None = None,
 ) -> TrainResult:
-    """Train a fresh :class:`PolarHead`; keeps the epoch with the lowest validation loss.
+    """Train a fresh head of ``config.head``'s kind; keeps the epoch with the lowest
+    validation loss. A candidate head starts from its candidates' training base rates.
 
     Without validation questions the last epoch is kept. ``on_best`` is called with the head
     and the epoch each time a new best epoch is found (to checkpoint it).
@@ -163,7 +188,9 @@ def train_head(
     history: dict[str, list[float]] = {"step_loss": [], "train_loss": [], "val_loss": []}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
-        head = PolarHead(config)
+        head = build_head(config)
+        if isinstance(head, CandidateHead):
+            head.set_base_rates(train.candidates.mean(dim=0))
         optimizer = torch.optim.AdamW(
             head.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
         )
@@ -178,8 +205,7 @@ def train_head(
             for first in range(0, len(order), settings.batch_size):
                 rows = order[first : first + settings.batch_size]
                 states, mask = train.batch(rows)
-                boundary, ops = head(states, mask)
-                loss = predictor_loss(boundary, ops, train.boundaries[rows], train.ops[rows])
+                loss = head_loss(config, head(states, mask), train, rows)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -189,7 +215,7 @@ def train_head(
             history["train_loss"].append(epoch_loss / len(train))
             score = history["train_loss"][-1]
             if val is not None and len(val):
-                score = _evaluate_loss(head, val, settings.batch_size)
+                score = _evaluate_loss(config, head, val, settings.batch_size)
                 history["val_loss"].append(score)
             progress.set_postfix(train=f"{history['train_loss'][-1]:.4f}", val=f"{score:.4f}")
             if val is None or len(val) == 0 or score < best_loss:
@@ -219,7 +245,7 @@ def plot_losses(history: dict[str, list[float]], path: Path) -> None:
     if history["val_loss"]:
         ax.plot(range(1, epochs + 1), history["val_loss"], marker="o", label="validation")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("loss (boundary BCE + op CE)")
+    ax.set_ylabel("training loss")
     ax.set_title("PoLar predictor training")
     ax.legend()
     fig.tight_layout()
@@ -238,7 +264,7 @@ def _split_validation(
     return train, [t for i, t in enumerate(targets) if i in held]
 
 
-def _of_levels(records: list[LabelRecord], levels: tuple[int, ...] | None) -> list[LabelRecord]:
+def of_levels(records: list[LabelRecord], levels: tuple[int, ...] | None) -> list[LabelRecord]:
     """The records of ``levels`` (all records when ``levels`` is ``None``)."""
     return records if levels is None else [r for r in records if r.level in levels]
 
@@ -252,9 +278,13 @@ def train_from_settings(
     from the labels.
     """
     train_settings = settings.train
+    if train_settings.head == "candidates":
+        from polar_vllm.predictor.candidate_training import train_candidates
+
+        return train_candidates(settings, directory)
     if not train_settings.labels:
         raise PredictorError("train settings name no label files (train: labels: [...])")
-    records = _of_levels(read_labels(train_settings.labels), train_settings.levels)
+    records = of_levels(read_labels(train_settings.labels), train_settings.levels)
     if not records:
         raise PredictorError(
             f"label files {list(train_settings.labels)} hold no records"
@@ -270,7 +300,7 @@ def train_from_settings(
     targets = build_targets(records, **options)
     if train_settings.val_labels:
         train_targets = targets
-        val_records = _of_levels(read_labels(train_settings.val_labels), train_settings.levels)
+        val_records = of_levels(read_labels(train_settings.val_labels), train_settings.levels)
         val_targets = build_targets(val_records, **options)
     else:
         train_targets, val_targets = _split_validation(

@@ -1,0 +1,239 @@
+"""Training a candidate predictor on dense labels and choosing its operating points.
+
+Dense label files (``polar-vllm search`` with ``method: dense``) hold, for every question, the
+correctness of every program of one candidate set. The head learns one probability per
+candidate (:mod:`.candidate_head`); its training starts from the candidates' base rates, and
+the epoch with the lowest validation loss is kept. Then every operating point of a grid is
+scored on the validation questions by lookup (:func:`~.selection.calibrate`), and two are
+stored in the predictor's ``config.yaml``:
+
+* ``accuracy``: the most accurate point that runs at most ``D`` layers on average;
+* ``efficiency``: the most accurate point within ``efficiency_layers * D`` layers.
+
+The validation frontier (accuracy against mean executed layers) is written as JSON and PNG
+next to the predictor, with the full program and the best static candidate marked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from polar_vllm.predictor.config import PredictorConfig
+from polar_vllm.predictor.encoder import TextEncoder
+from polar_vllm.predictor.errors import PredictorError
+from polar_vllm.predictor.labels import LabelRecord, read_labels
+from polar_vllm.predictor.selection import CalibratedPoint, calibrate, pick_point
+from polar_vllm.predictor.settings import RunSettings
+from polar_vllm.predictor.storage import CandidateSet, save_predictor
+from polar_vllm.predictor.training import (
+    HISTORY_FILE,
+    PLOT_FILE,
+    EncodedSet,
+    TrainResult,
+    encode_questions,
+    plot_losses,
+    train_head,
+)
+from polar_vllm.program import Program, format_program
+
+__all__ = [
+    "FRONTIER_FILE",
+    "candidate_set_of",
+    "dense_matrix",
+    "train_candidates",
+]
+
+FRONTIER_FILE = "validation_frontier.json"
+
+
+def candidate_set_of(records: Sequence[LabelRecord]) -> tuple[Program, ...]:
+    """The candidate programs of dense label records, in the order the first record ran them.
+
+    Raises :class:`PredictorError` when the records do not all hold the same candidate set.
+    """
+    if not records:
+        raise PredictorError("no dense label records")
+    programs = tuple(program for program, _ in records[0].evaluated)
+    for record in records:
+        if {program for program, _ in record.evaluated} != set(programs):
+            raise PredictorError(
+                f"label {record.id!r} does not hold the candidate set of {records[0].id!r}: "
+                "a candidate predictor needs dense labels (search method: dense)"
+            )
+    return programs
+
+
+def dense_matrix(records: Sequence[LabelRecord], programs: Sequence[Program]) -> torch.Tensor:
+    """[Q, C] correctness (1.0 / 0.0) of every candidate program on every record."""
+    out = torch.zeros(len(records), len(programs))
+    for q, record in enumerate(records):
+        correct = dict(record.evaluated)
+        for c, program in enumerate(programs):
+            out[q, c] = float(correct[program])
+    return out
+
+
+def _encoded(records: Sequence[LabelRecord], encoder: TextEncoder, programs) -> EncodedSet:
+    return EncodedSet(
+        ids=[r.id for r in records],
+        states=encode_questions([r.question for r in records], encoder),
+        boundaries=torch.zeros(0),
+        ops=torch.zeros(0),
+        candidates=dense_matrix(records, programs),
+    )
+
+
+@torch.no_grad()
+def _probabilities(head: Any, data: EncodedSet, batch_size: int = 256) -> torch.Tensor:
+    head.eval()
+    rows = list(range(len(data)))
+    out = [
+        torch.sigmoid(head(*data.batch(rows[first : first + batch_size])))
+        for first in range(0, len(rows), batch_size)
+    ]
+    return torch.cat(out)
+
+
+def _frontier(points: Sequence[CalibratedPoint]) -> list[CalibratedPoint]:
+    """The points no other point beats on both accuracy and mean layers, by mean layers."""
+    ordered = sorted(points, key=lambda p: (p.mean_layers, -p.accuracy))
+    frontier: list[CalibratedPoint] = []
+    for point in ordered:
+        if not frontier or point.accuracy > frontier[-1].accuracy:
+            frontier.append(point)
+    return frontier
+
+
+def _plot_frontier(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    frontier = report["frontier"]
+    ax.plot(
+        [p["mean_layers"] for p in frontier],
+        [p["accuracy"] for p in frontier],
+        marker=".",
+        label="predictor (operating points)",
+    )
+    for name, marker in (("full_program", "s"), ("best_static", "^")):
+        ax.scatter(
+            report[name]["layers"], report[name]["accuracy"], marker=marker, s=60, label=name
+        )
+    for name, point in report["operating_points"].items():
+        ax.annotate(name, (point["mean_layers"], point["accuracy"]), textcoords="offset points",
+                    xytext=(4, -12))  # fmt: skip
+    ax.set_xlabel("mean executed layers")
+    ax.set_ylabel("accuracy (validation, by lookup)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def train_candidates(
+    settings: RunSettings, directory: str | os.PathLike[str] | None = None
+) -> TrainResult:
+    """Train a candidate predictor as ``settings`` say, choose its operating points on the
+    validation labels and write it (with loss history, plots and the validation frontier)."""
+    options = settings.train
+    if not options.labels or not options.val_labels:
+        raise PredictorError(
+            "a candidate predictor needs dense training labels (train: labels) and dense "
+            "validation labels (train: val_labels) to choose its operating points on"
+        )
+    levels = options.levels
+    train_records = [r for r in read_labels(options.labels) if levels is None or r.level in levels]
+    val_records = [
+        r for r in read_labels(options.val_labels) if levels is None or r.level in levels
+    ]
+    programs = candidate_set_of([*train_records, *val_records])
+    depth = train_records[0].depth
+    config = PredictorConfig(
+        model=settings.model,
+        depth=depth,
+        encoder=options.encoder,
+        dropout=options.dropout,
+        head="candidates",
+        candidates=tuple(format_program(p) for p in programs),
+    )
+    encoder = TextEncoder(config.encoder, max_tokens=config.max_question_tokens)
+    config = replace(config, encoder_dim=encoder.dim)
+    train_set = _encoded(train_records, encoder, programs)
+    val_set = _encoded(val_records, encoder, programs)
+    out = Path(directory if directory is not None else settings.predictor_dir)
+    result = train_head(config, train_set, val_set, options)
+
+    candidates = CandidateSet.of(config)
+    points = calibrate(
+        _probabilities(result.head, val_set),
+        val_set.candidates,
+        candidates.lengths,
+        depth,
+        candidates.full_index,
+    )
+    chosen = {
+        "accuracy": pick_point(points, depth),
+        "efficiency": pick_point(points, options.efficiency_layers * depth),
+    }
+    rates = torch.cat([train_set.candidates, val_set.candidates]).mean(dim=0)
+    best = int(rates.argmax())
+    val_rates = val_set.candidates.mean(dim=0)
+    report = {
+        "validation_questions": len(val_set),
+        "full_program": {
+            "layers": depth,
+            "accuracy": float(val_rates[candidates.full_index]),
+        },
+        "best_static": {
+            "program": config.candidates[best],
+            "layers": len(programs[best]),
+            "accuracy": float(val_rates[best]),
+            "train_and_val_accuracy": float(rates[best]),
+        },
+        "oracle": float(val_set.candidates.max(dim=1).values.mean()),
+        "operating_points": {
+            name: {**asdict(p.point), **_metrics(p)} for name, p in chosen.items()
+        },
+        "frontier": [{**asdict(p.point), **_metrics(p)} for p in _frontier(points)],
+    }
+    record = {
+        "seed": options.seed,
+        "epochs": options.epochs,
+        "best_epoch": result.best_epoch,
+        "best_val_loss": result.best_val_loss,
+        "train_questions": len(train_set),
+        "val_questions": len(val_set),
+        "labels": [Path(p).name for p in options.labels],
+        "val_labels": [Path(p).name for p in options.val_labels],
+        "validation": {name: _metrics(p) for name, p in chosen.items()},
+    }
+    config = replace(
+        config,
+        operating_points={name: asdict(p.point) for name, p in chosen.items()},
+        operating_point="accuracy",
+        training=record,
+    )
+    save_predictor(out, config, result.head)
+    (out / HISTORY_FILE).write_text(json.dumps({**record, **result.history}, indent=1))
+    plot_losses(result.history, out / PLOT_FILE)
+    (out / FRONTIER_FILE).write_text(json.dumps(report, indent=1))
+    _plot_frontier(report, (out / FRONTIER_FILE).with_suffix(".png"))
+    return result
+
+
+def _metrics(point: CalibratedPoint) -> dict[str, float]:
+    return {
+        "accuracy": point.accuracy,
+        "mean_layers": point.mean_layers,
+        "full_share": point.full_share,
+    }

@@ -1,0 +1,132 @@
+"""Choosing one program from a fixed candidate set, and the operating points that tune it.
+
+A candidate predictor (:mod:`polar_vllm.predictor.candidate_head`) gives, for each question,
+the probability ``p[c]`` that candidate program ``c`` answers it right. One operating point
+(:class:`OperatingPoint`) turns those into a choice:
+
+1. utility ``u[c] = p[c] - length_penalty * executed_layers(c) / D``; the best-utility
+   candidate ``c*`` is the proposal (``length_penalty`` 0: the most likely right; larger:
+   shorter programs win more often);
+2. fallback: the proposal runs only when ``p[c*] > p[full] + margin``, else the full program
+   does. A margin of 1 or more therefore always gives the full program (``p`` is in [0, 1]);
+   a negative margin lets a shorter program replace the full one at a small predicted loss.
+
+Operating points are chosen on validation questions whose candidates were all evaluated
+(dense labels): :func:`calibrate` scores a grid of points by lookup and :func:`pick_point`
+takes the most accurate point under a mean-layer budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+__all__ = [
+    "FALLBACK_ALWAYS",
+    "MARGINS",
+    "PENALTIES",
+    "CalibratedPoint",
+    "OperatingPoint",
+    "calibrate",
+    "choose",
+    "pick_point",
+    "rank",
+]
+
+PENALTIES: tuple[float, ...] = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+"""The ``length_penalty`` grid :func:`calibrate` tries."""
+
+MARGINS: tuple[float, ...] = tuple(round(-0.3 + 0.025 * i, 3) for i in range(53))
+"""The ``margin`` grid :func:`calibrate` tries (-0.3 .. 1.0)."""
+
+FALLBACK_ALWAYS = 1.0
+"""A margin at which every question runs the full program."""
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """How a candidate predictor trades accuracy for executed layers (see the module doc)."""
+
+    length_penalty: float = 0.0
+    margin: float = 0.0
+
+
+@dataclass(frozen=True)
+class CalibratedPoint:
+    """An operating point and what it gave on the calibration questions."""
+
+    point: OperatingPoint
+    accuracy: float
+    mean_layers: float
+    full_share: float
+
+
+def _utilities(probs: torch.Tensor, lengths: torch.Tensor, depth: int, point: OperatingPoint):
+    return probs - point.length_penalty * lengths.to(probs.dtype) / depth
+
+
+def choose(
+    probs: torch.Tensor,
+    lengths: torch.Tensor,
+    depth: int,
+    full_index: int,
+    point: OperatingPoint,
+) -> torch.Tensor:
+    """The chosen candidate index of each question: ``probs`` [Q, C], ``lengths`` [C]."""
+    proposal = _utilities(probs, lengths, depth, point).argmax(dim=1)
+    confident = probs.gather(1, proposal[:, None])[:, 0] > probs[:, full_index] + point.margin
+    return torch.where(confident, proposal, torch.full_like(proposal, full_index))
+
+
+def rank(
+    probs: torch.Tensor,
+    lengths: torch.Tensor,
+    depth: int,
+    full_index: int,
+    point: OperatingPoint,
+) -> list[list[int]]:
+    """Candidate indices of each question, best first: the choice, then the others by
+    utility (ties by index)."""
+    chosen = choose(probs, lengths, depth, full_index, point).tolist()
+    order = torch.argsort(-_utilities(probs, lengths, depth, point), dim=1, stable=True).tolist()
+    return [[c, *[o for o in row if o != c]] for c, row in zip(chosen, order, strict=True)]
+
+
+def calibrate(
+    probs: torch.Tensor,
+    correct: torch.Tensor,
+    lengths: torch.Tensor,
+    depth: int,
+    full_index: int,
+    *,
+    penalties: Sequence[float] = PENALTIES,
+    margins: Sequence[float] = MARGINS,
+) -> list[CalibratedPoint]:
+    """Accuracy and mean executed layers of every grid point on calibration questions whose
+    candidates' correctness ``correct`` [Q, C] is known, by lookup (nothing is run)."""
+    rows = torch.arange(probs.shape[0])
+    out = []
+    for penalty in penalties:
+        for margin in margins:
+            point = OperatingPoint(float(penalty), float(margin))
+            chosen = choose(probs, lengths, depth, full_index, point)
+            out.append(
+                CalibratedPoint(
+                    point,
+                    accuracy=float(correct[rows, chosen].float().mean()),
+                    mean_layers=float(lengths[chosen].float().mean()),
+                    full_share=float((chosen == full_index).float().mean()),
+                )
+            )
+    return out
+
+
+def pick_point(points: Sequence[CalibratedPoint], max_mean_layers: float) -> CalibratedPoint:
+    """The most accurate point whose mean executed layers are within ``max_mean_layers``
+    (ties: fewer layers, then the larger margin, the safer choice)."""
+    fitting = [p for p in points if p.mean_layers <= max_mean_layers + 1e-9]
+    if not fitting:
+        raise ValueError(f"no calibrated point runs at most {max_mean_layers} layers on average")
+    return max(fitting, key=lambda p: (round(p.accuracy, 9), -p.mean_layers, p.point.margin))
