@@ -9,7 +9,9 @@ def register() -> None:
     vLLM calls it in every process it starts. It registers the PoLar model classes (under
     their own architecture names, which only a PoLar configuration selects) and installs the
     version-specific hooks of :mod:`polar_vllm.compat`, each of which does nothing unless
-    ``additional_config["polar"]`` is present: with PoLar off, vLLM behaves exactly as stock.
+    ``additional_config["polar"]`` is present: with PoLar off, vLLM behaves exactly as stock,
+    except for one deliberate fix that stock models get too (seeded sampling with chunked
+    prefill on CPU, :mod:`polar_vllm.compat.seeded_sampling`).
     """
     from vllm import ModelRegistry
 

@@ -47,15 +47,14 @@ class ProgramGenerator(Protocol):
         ...
 
 
-def polar_sampling_params(request: GenerationRequest, *, seeded: bool = True) -> Any:
-    """vLLM ``SamplingParams`` for ``request``, its program in ``extra_args`` (its ``seed``
-    dropped when ``seeded`` is false)."""
+def polar_sampling_params(request: GenerationRequest) -> Any:
+    """vLLM ``SamplingParams`` for ``request``, its program in ``extra_args``."""
     from vllm import SamplingParams
 
     return SamplingParams(
         max_tokens=request.max_tokens,
         temperature=request.temperature,
-        seed=request.seed if seeded else None,
+        seed=request.seed,
         extra_args={"polar_program": format_program(request.program)},
     )
 
@@ -63,18 +62,14 @@ def polar_sampling_params(request: GenerationRequest, *, seeded: bool = True) ->
 class VllmProgramGenerator:
     """Batched generation through a PoLar-enabled ``vllm.LLM``.
 
-    On vLLM's CPU build sampled requests run without their own ``seed`` (see
-    :func:`~polar_vllm.compat.batch_jobs.supports_request_seeds`): the engine's seed still
-    makes a run reproducible for the same batch, but a request's sample may change with the
-    batch around it."""
+    A sampled request with a ``seed`` draws from its own random stream, so its sample does not
+    depend on the batch around it (on CPU too, chunked prefill included: see
+    :mod:`polar_vllm.compat.seeded_sampling`)."""
 
     def __init__(self, llm: Any, *, use_tqdm: bool = False) -> None:
-        from polar_vllm.compat.batch_jobs import supports_request_seeds
-
         self.llm = llm
         self.depth = int(llm.llm_engine.model_config.hf_config.num_hidden_layers)
         self.use_tqdm = use_tqdm
-        self.seeded = supports_request_seeds(llm)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
         """All requests in one engine call; the engine batches mixed programs itself."""
@@ -84,7 +79,7 @@ class VllmProgramGenerator:
             validate_program(request.program, self.depth)
         outputs = self.llm.generate(
             [request.prompt for request in requests],
-            [polar_sampling_params(request, seeded=self.seeded) for request in requests],
+            [polar_sampling_params(request) for request in requests],
             use_tqdm=self.use_tqdm,
         )
         return [output.outputs[0].text for output in outputs]

@@ -2,7 +2,7 @@
 
 :func:`install` wraps vLLM functions; each wrapper does nothing unless PoLar is on
 (``additional_config["polar"]`` present), so vLLM with the plugin installed behaves exactly
-as stock:
+as stock, with one deliberate exception (a fix, last in the list):
 
 * ``EngineArgs.create_engine_config``: PoLar architecture override, eager mode
   (:mod:`.engine_args`);
@@ -13,7 +13,10 @@ as stock:
 * ``LLM.generate``: one batched predictor call for all prompts of an offline batch
   (:mod:`.offline`);
 * the OpenAI server's chat handler and app (:mod:`.serving`): the last user message feeds the
-  predictor, and the ``/polar/program`` route.
+  predictor, and the ``/v1/polar/program`` route (alias ``/polar/program``);
+* ``GPUModelRunner._sample`` / ``_bookkeeping_sync``: seeded requests with chunked prefill on
+  CPU rewind their generator by state, where stock vLLM raises and its engine dies
+  (:mod:`.seeded_sampling`; active with PoLar off too: it changes only steps that would fail).
 
 ``vllm serve``'s ``--polar`` / ``--polar-predictor`` flags come from :mod:`.cli_args`, armed
 by the startup hook :mod:`polar_vllm.cli_hook` (vLLM parses its command line before it loads
@@ -55,6 +58,7 @@ def install() -> None:
     )
     from .model_runner import polar_model_forward
     from .offline import polar_generate
+    from .seeded_sampling import restore_discarded_generators, skip_offset_rewind
     from .serving import install_serving_hooks
 
     _wrap(EngineArgs, "create_engine_config", polar_engine_config)
@@ -63,4 +67,6 @@ def install() -> None:
     _wrap(AsyncLLM, "add_request", polar_add_request)
     _wrap(GPUModelRunner, "_model_forward", polar_model_forward)
     _wrap(LLM, "generate", polar_generate)
+    _wrap(GPUModelRunner, "_sample", restore_discarded_generators)
+    _wrap(GPUModelRunner, "_bookkeeping_sync", skip_offset_rewind)
     install_serving_hooks(_wrap)

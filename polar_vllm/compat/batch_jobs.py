@@ -1,5 +1,4 @@
-"""Offline batch jobs (search, evaluation) on vLLM's CPU build: environment defaults, and
-what the CPU build cannot do.
+"""Offline batch jobs (search, evaluation) on vLLM's CPU build: environment defaults.
 
 vLLM 0.32's CPU worker reserves one core for the serving process by default and binds its
 OpenMP threads to the rest, so on a 2-core machine a batch job would compute on one core. An
@@ -12,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-__all__ = ["batch_job_environment", "batch_job_llm", "supports_request_seeds"]
+__all__ = ["batch_job_environment", "batch_job_llm"]
 
 
 def batch_job_environment(kv_cache_gib: int = 2) -> None:
@@ -39,14 +38,3 @@ def batch_job_llm(
         dtype=dtype,
         **engine_args,
     )
-
-
-def supports_request_seeds(llm: Any) -> bool:
-    """Whether ``llm`` can run requests with their own sampling ``seed``.
-
-    vLLM 0.32 rewinds a seeded request's generator with ``Generator.set_offset`` after a
-    chunked (partial) prefill step, which a CPU generator does not support: on the CPU build
-    the worker fails with "CPU Generator does not use offset" and the whole engine dies. Large
-    offline batches chunk prefills routinely, so on CPU sampled requests run unseeded.
-    """
-    return llm.llm_engine.vllm_config.device_config.device_type != "cpu"
