@@ -350,6 +350,26 @@ def test_candidate_programs_are_single_moves_from_full():
     assert set(singles) < set(blocks) and len(blocks) == 1 + 16 + 16 + 15 + 15
     with pytest.raises(ValueError, match="max_block"):
         candidate_programs(space, 0)
+    long_skip = tuple(range(4)) + tuple(range(12, 16))
+    extended = candidate_programs(space, 1, [long_skip, singles[3], long_skip])
+    assert extended == (*singles, long_skip)  # extras after the moves, each once
+
+
+def test_dense_config_candidates(tmp_path):
+    config = tmp_path / "dense.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {"model": "smollm2-135m", "method": "dense", "dense_programs": ["0-3,12-29"]}
+        )
+    )
+    candidates = load_search_config(config).dense_candidates(30)
+    assert len(candidates) == 1 + 30 + 30 + 1 and candidates[-1] == (0, 1, 2, 3, *range(12, 30))
+    for name in ("train", "val"):
+        qwen = load_search_config(CONFIGS / f"qwen_dense_{name}.yaml")
+        assert qwen.method == "dense" and qwen.split_part == name
+        programs = qwen.dense_candidates(24)
+        assert len(programs) == len(set(programs)) == 61
+        assert min(map(len, programs)) == 16 and max(map(len, programs)) == 25
 
 
 def test_dense_scoring_evaluates_every_pair_once_and_resumes(tmp_path):
@@ -391,7 +411,7 @@ def test_split_part_questions_are_disjoint(tmp_path):
         path = tmp_path / f"{part}.yaml"
         path.write_text(yaml.safe_dump({**base, "split": [6, 5, 5], "split_part": part}))
         parts[part] = load_questions(load_search_config(path))
-        assert [p.level for p in parts[part]] == [1] * 5 + [2] * 5
+        assert [p.level for p in parts[part]] == [1, 2] * 5  # levels in turn
     ids = [p.id for part in parts.values() for p in part]
     assert len(ids) == len(set(ids)) == 30
     too_many = tmp_path / "too_many.yaml"

@@ -17,7 +17,9 @@ import yaml
 from polar_vllm.bundled import BUNDLED_MODELS
 from polar_vllm.config import SCHEDULING_POLICIES
 from polar_vllm.data import LEVELS, SYSTEM_PROMPT
+from polar_vllm.program import Program, parse_program
 from polar_vllm.search.actions import ActionSpace, length_window
+from polar_vllm.search.dense import candidate_programs
 from polar_vllm.search.mcts import MctsSettings
 
 __all__ = ["BACKENDS", "METHODS", "SPLIT_PARTS", "SearchConfig", "load_search_config"]
@@ -62,6 +64,7 @@ class SearchConfig:
     max_passes: int = 2
     window: tuple[float, float] = (0.65, 1.25)
     dense_max_block: int = 1
+    dense_programs: tuple[str, ...] = ()
     output_dir: str = "results/search/run"
     scheduling: str = "fcfs"
     max_num_seqs: int | None = None
@@ -91,6 +94,7 @@ class SearchConfig:
         if self.split_part not in SPLIT_PARTS:
             raise ValueError(f"split_part must be one of {SPLIT_PARTS}, got {self.split_part!r}")
         object.__setattr__(self, "levels", tuple(self.levels))
+        object.__setattr__(self, "dense_programs", tuple(self.dense_programs))
         object.__setattr__(self, "window", tuple(float(x) for x in self.window))
         length_window(1, *self.window)  # validates the fractions
         self.mcts_settings()  # validates the search parameters
@@ -142,6 +146,11 @@ class SearchConfig:
     def polar_settings(self) -> dict[str, Any]:
         """``additional_config["polar"]`` of the ``vllm`` back end."""
         return {"max_passes": self.max_passes, "scheduling": self.scheduling}
+
+    def dense_candidates(self, depth: int) -> tuple[Program, ...]:
+        """The candidate set of a ``dense`` run on a model of ``depth`` layers."""
+        extra = [parse_program(text, depth, self.max_passes) for text in self.dense_programs]
+        return candidate_programs(self.action_space(depth), self.dense_max_block, extra)
 
     def action_space(self, depth: int) -> ActionSpace:
         """The legal moves for a model of ``depth`` layers."""

@@ -1,10 +1,11 @@
 """Dense labels: a fixed candidate set of programs, every one evaluated on every question.
 
-The candidates are the full program and every program one search move away from it (skip or
-repeat one block of ``1..max_block`` layers, :meth:`ActionSpace.children`), so a dense label
-file answers "which simple edits of the full program answer this question right" for every
-question alike. That makes it the source for scoring static programs (the best single program
-over many questions) and for training a predictor that ranks a fixed candidate set.
+The candidates are the full program, every program one search move away from it (skip or
+repeat one block of ``1..max_block`` layers, :meth:`ActionSpace.children`) and any extra
+programs the config names (such as long skips that trade accuracy for layers), so a dense label
+file answers "which of these programs answer this question right" for every question alike.
+That makes it the source for scoring static programs (the best single program over many
+questions) and for training a predictor that ranks a fixed candidate set.
 
 Evaluations go through the same resumable :class:`~polar_vllm.search.store.EvaluationStore`
 as the MCTS search, one generator call per chunk of questions, so an interrupted run resumes
@@ -27,9 +28,12 @@ from polar_vllm.search.store import EvaluationStore
 __all__ = ["candidate_programs", "score_questions"]
 
 
-def candidate_programs(space: ActionSpace, max_block: int) -> tuple[Program, ...]:
+def candidate_programs(
+    space: ActionSpace, max_block: int, extra: Sequence[Program] = ()
+) -> tuple[Program, ...]:
     """The full program, then every program one move (a block of ``1..max_block`` layers
-    skipped or repeated) away from it inside ``space``'s length window, in move order."""
+    skipped or repeated) away from it inside ``space``'s length window, in move order, then
+    the ``extra`` programs not already there (e.g. longer skips, outside one move)."""
     if max_block < 1:
         raise ValueError(f"max_block must be >= 1, got {max_block}")
     full = full_program(space.depth)
@@ -41,7 +45,8 @@ def candidate_programs(space: ActionSpace, max_block: int) -> tuple[Program, ...
         block_depth=1,
         max_passes=space.max_passes,
     )
-    return (full, *single_moves.children(full, 0))
+    moves = (full, *single_moves.children(full, 0))
+    return moves + tuple(dict.fromkeys(p for p in extra if p not in moves))
 
 
 def score_questions(

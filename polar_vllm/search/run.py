@@ -17,7 +17,7 @@ from polar_vllm.data import (
 )
 from polar_vllm.generation import ProgramGenerator
 from polar_vllm.search.config import SearchConfig
-from polar_vllm.search.dense import candidate_programs, score_questions
+from polar_vllm.search.dense import score_questions
 from polar_vllm.search.labels import label_record, write_label_records
 from polar_vllm.search.runner import SearchQuestion, SearchStats, search_questions
 from polar_vllm.search.store import EvaluationStore
@@ -44,8 +44,9 @@ def load_questions(config: SearchConfig) -> list[MathProblem]:
     Generated (seeded by ``data_seed``) unless ``data_file`` names a JSONL file, from which the
     first problems of each level are taken (fewer if the file has fewer). With ``split``, the
     generated problems are first cut into train/val/test parts as the predictor pipeline cuts
-    them, and the first problems of each level of ``split_part`` are searched, so a search of
-    the train part never touches validation or test questions.
+    them, and the first problems of each level of ``split_part`` are searched (taken in turn
+    from each level), so a search of the train part never touches validation or test
+    questions.
     """
     if config.split is not None:
         splits = split_problems(
@@ -62,11 +63,12 @@ def load_questions(config: SearchConfig) -> list[MathProblem]:
                 f"split part {config.split_part!r} of {config.split} holds fewer than "
                 f"questions_per_level={config.questions_per_level} problems per level"
             )
-        return [
-            problem
+        per_level = [
+            [p for p in part if p.level == level][: config.questions_per_level]
             for level in config.levels
-            for problem in [p for p in part if p.level == level][: config.questions_per_level]
         ]
+        # round-robin over levels: a run stopped early has covered every level alike
+        return [problem for row in zip(*per_level, strict=True) for problem in row]
     if config.data_file is None:
         return [
             p
@@ -97,7 +99,7 @@ def run_search(
         results, stats = score_questions(
             questions,
             generator,
-            candidate_programs(space, config.dense_max_block),
+            config.dense_candidates(generator.depth),
             store,
             max_tokens=config.max_tokens,
             questions_per_call=config.questions_per_round or len(questions),
