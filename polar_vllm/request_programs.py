@@ -5,6 +5,10 @@ program, if a predictor is loaded; otherwise the configured default (the full pr
 chosen program is validated against the served model, rewritten in canonical text form (so
 the engine parses one spelling per program), and turned into a prefix-cache salt: KV blocks
 are only valid for the program that wrote them.
+
+A request's program is untrusted input, so its size is checked before it is parsed
+(:func:`check_program_size`): a program of a depth-``D`` model runs at most ``max_passes * D``
+layers, so a longer list, or a text far longer than any such program needs, is refused at once.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from polar_vllm.program import Program, ProgramError, format_program, parse_prog
 __all__ = [
     "KNOWN_REQUEST_KEYS",
     "ResolvedProgram",
+    "check_program_size",
+    "max_program_chars",
     "program_cache_salt",
     "resolve_request_program",
 ]
@@ -28,6 +34,39 @@ KNOWN_REQUEST_KEYS = frozenset({PROGRAM_ARG})
 """The ``polar_*`` keys a request's ``extra_args`` may carry."""
 
 ProgramSource = Literal["request", "predictor", "default"]
+
+_CHARS_PER_ITEM = 16
+"""Room per layer in an accepted program text: the digits, a separator and spare whitespace."""
+_MIN_PROGRAM_CHARS = 4096
+
+
+def max_program_chars(config: PolarConfig) -> int:
+    """The longest program text a request may carry: every layer the longest program runs,
+    written out one by one with generous whitespace."""
+    return max(_MIN_PROGRAM_CHARS, _CHARS_PER_ITEM * config.max_passes * config.depth)
+
+
+def check_program_size(spec: str | list[Any] | tuple[Any, ...], config: PolarConfig) -> None:
+    """Refuse a program spec too large to be valid, before any parsing.
+
+    Raises:
+        ProgramError: a text longer than :func:`max_program_chars`, or a list with more than
+            ``max_passes * depth`` items; the message gives both sizes.
+    """
+    max_layers = config.max_passes * config.depth
+    if isinstance(spec, str):
+        limit = max_program_chars(config)
+        if len(spec) > limit:
+            raise ProgramError(
+                f"polar program text is {len(spec)} characters, over the limit of {limit} "
+                f"(a program runs at most {max_layers} layers: model depth {config.depth}, "
+                f"max_passes {config.max_passes})"
+            )
+    elif len(spec) > max_layers:
+        raise ProgramError(
+            f"polar program has {len(spec)} items, but a program runs at most {max_layers} "
+            f"layers (model depth {config.depth}, max_passes {config.max_passes})"
+        )
 
 
 @dataclass(frozen=True)
@@ -51,9 +90,10 @@ def resolve_request_program(
     """The checked program of a request with ``extra_args``.
 
     Raises:
-        ProgramError: the request's program is malformed, does not fit the model, uses a layer
-            more often than the server's KV slots allow, or ``extra_args`` has an unknown
-            ``polar_*`` key. The message names the problem.
+        ProgramError: the request's program is too large (:func:`check_program_size`),
+            malformed, does not fit the model, uses a layer more often than the server's KV
+            slots allow, or ``extra_args`` has an unknown ``polar_*`` key. The message names
+            the problem.
     """
     extra_args = extra_args or {}
     unknown = sorted(
@@ -70,6 +110,7 @@ def resolve_request_program(
                 f"polar program must be text or a list of layer indices, got "
                 f"{type(spec).__name__} (depth {config.depth})"
             )
+        check_program_size(spec, config)
         program, source = parse_program(spec, config.depth, config.max_passes), "request"
     elif predicted is not None:
         program, source = tuple(predicted), "predictor"
