@@ -8,7 +8,8 @@
   and sets the program's prefix-cache salt. A bad program raises :class:`PolarRequestError` for
   that request only (HTTP 400 in the server); the engine never sees it.
 * ``AsyncLLM.add_request``: predicts the programs of concurrent server requests in batches
-  before they are processed.
+  before they are processed. A prediction that raises falls back to the default program for
+  that request alone (counted in ``polar_predictor_failures_total``).
 
 Without PoLar each wrapper calls through unchanged.
 """

@@ -5,26 +5,33 @@ predictor (loaded when the engine starts, so a bad predictor stops the start wit
 message) and the batcher of concurrent predictions. :meth:`PolarFrontEnd.resolve` picks the
 program of a request (its own, else the predicted one, else the default), and records the
 request in the metrics.
+
+A prediction that raises does not fail its request: the request runs the default program, a
+warning names the error, and ``polar_predictor_failures_total`` counts it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from polar_vllm.config import PROGRAM_ARG, PolarConfig
 from polar_vllm.program import Program
 from polar_vllm.request_programs import ResolvedProgram, resolve_request_program
-from polar_vllm.serving.metrics import observe_request_program
+from polar_vllm.serving.metrics import observe_predictor_failure, observe_request_program
 from polar_vllm.serving.prediction import (
     PREDICTED_PROGRAM,
     QUESTION_TEXT,
+    Prediction,
     PredictionBatcher,
     predictor_service,
 )
 
 __all__ = ["PolarFrontEnd", "prompt_text"]
+
+logger = logging.getLogger(__name__)
 
 
 def prompt_text(prompt: Any) -> str | None:
@@ -46,7 +53,7 @@ class PolarFrontEnd:
         self._prefetched: dict[str, Program] = {}
         if config.predictor is not None:
             self.service = predictor_service(config.predictor, config.depth, model_name)
-            self.batcher = PredictionBatcher(self.service.predict)
+            self.batcher = PredictionBatcher(self.service.predict_each)
 
     def needs_prediction(self, extra_args: Mapping[str, Any] | None) -> bool:
         """Whether a request with ``extra_args`` gets its program from the predictor."""
@@ -67,22 +74,35 @@ class PolarFrontEnd:
         many prompts); other texts are predicted one at a time as usual."""
         unique = list(dict.fromkeys(texts))
         if self.service is not None and unique:
-            self._prefetched = dict(zip(unique, self.service.predict(unique), strict=True))
+            predicted = self.service.predict_each(unique)
+            self._prefetched = {
+                text: program
+                for text, program in zip(unique, predicted, strict=True)
+                if not isinstance(program, Exception)  # predicted again, and failed, per request
+            }
         try:
             yield
         finally:
             self._prefetched = {}
 
-    def predict_one(self, text: str) -> Program:
-        """The predicted program of ``text``: a prefetched one, else a predictor call."""
+    def predict_one(self, text: str) -> Prediction:
+        """The prediction for ``text``: a prefetched program, else a predictor call."""
         assert self.service is not None
         prefetched = self._prefetched.get(text)
-        return prefetched if prefetched is not None else self.service.predict([text])[0]
+        if prefetched is not None:
+            return Prediction(prefetched)
+        try:
+            return Prediction(self.service.predict([text])[0])
+        except Exception as error:
+            return _failed(error)
 
-    async def predict_async(self, text: str) -> Program:
-        """The predicted program of ``text``, batched with concurrent requests."""
+    async def predict_async(self, text: str) -> Prediction:
+        """The prediction for ``text``, batched with concurrent requests."""
         assert self.batcher is not None
-        return await self.batcher.predict(text)
+        try:
+            return Prediction(await self.batcher.predict(text))
+        except Exception as error:
+            return _failed(error)
 
     def choose(self, extra_args: Mapping[str, Any] | None, question: Any) -> ResolvedProgram:
         """The checked program of a request (see :func:`resolve_request_program`), recorded
@@ -92,9 +112,10 @@ class PolarFrontEnd:
         none was made already for this request (:data:`PREDICTED_PROGRAM`)."""
         predicted = None
         if self.needs_prediction(extra_args):
-            predicted = PREDICTED_PROGRAM.get()
-            if predicted is None:
-                predicted = self.predict_one(question())
+            prediction = PREDICTED_PROGRAM.get()
+            if prediction is None:
+                prediction = self.predict_one(question())
+            predicted = prediction.program
         return resolve_request_program(extra_args, self.config, predicted)
 
     def resolve(self, extra_args: Mapping[str, Any] | None, question: Any) -> ResolvedProgram:
@@ -102,3 +123,12 @@ class PolarFrontEnd:
         resolved = self.choose(extra_args, question)
         observe_request_program(len(resolved.program), resolved.source)
         return resolved
+
+
+def _failed(error: Exception) -> Prediction:
+    """The prediction of a request whose predictor call raised ``error``: counted, logged, and
+    no program (the request runs the default program)."""
+    observe_predictor_failure()
+    reason = f"{type(error).__name__}: {error}"
+    logger.warning("PoLar predictor failed (%s); the request runs the default program", reason)
+    return Prediction(None, reason)

@@ -3,6 +3,11 @@
 Concurrent server requests are batched: :class:`PredictionBatcher` collects the prompts that
 arrive within one event-loop tick and runs the predictor once for all of them in a worker
 thread, so the event loop keeps serving while it runs.
+
+A predictor can fail at request time (a prompt it cannot encode, an encoder it was configured
+wrongly for). :meth:`PredictorService.predict_each` then retries the batch's texts one by one,
+so only the texts that fail get an error; the front end runs those requests with the default
+program (:class:`Prediction` with no program).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import contextvars
 import functools
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from polar_vllm.program import Program
@@ -20,6 +26,7 @@ from polar_vllm.serving.metrics import observe_predictor_latency
 __all__ = [
     "PREDICTED_PROGRAM",
     "QUESTION_TEXT",
+    "Prediction",
     "PredictionBatcher",
     "PredictorService",
     "predictor_service",
@@ -31,10 +38,22 @@ QUESTION_TEXT: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 """The text the predictor should read for the request being handled (e.g. the last user
 message of a chat request), set by the serving layer."""
 
-PREDICTED_PROGRAM: contextvars.ContextVar[Program | None] = contextvars.ContextVar(
+
+@dataclass(frozen=True)
+class Prediction:
+    """The predictor's answer for one request."""
+
+    program: Program | None
+    """The predicted program; ``None`` when the predictor failed (the request runs the default
+    program)."""
+    error: str | None = None
+    """Why the predictor failed, when it did."""
+
+
+PREDICTED_PROGRAM: contextvars.ContextVar[Prediction | None] = contextvars.ContextVar(
     "polar_predicted_program", default=None
 )
-"""The program already predicted for the request being added (set around ``add_request``)."""
+"""The prediction already made for the request being added (set around ``add_request``)."""
 
 
 class PredictorService:
@@ -55,6 +74,25 @@ class PredictorService:
         observe_predictor_latency(time.perf_counter() - start)
         return [tuple(programs[0]) for programs in ranked]
 
+    def predict_each(self, texts: Sequence[str]) -> list[Program | Exception]:
+        """:meth:`predict` for each text, in order; if the batch fails, each text is tried
+        alone, and a text that still fails gets its exception in place of a program."""
+        try:
+            return list(self.predict(texts))
+        except Exception as error:  # one bad text must not fail the texts batched with it
+            if len(texts) == 1:
+                return [error]
+            return [_exception_of(self.predict, text) for text in texts]
+
+
+def _exception_of(
+    predict: Callable[[Sequence[str]], list[Program]], text: str
+) -> Program | Exception:
+    try:
+        return predict([text])[0]
+    except Exception as error:
+        return error
+
 
 @functools.cache
 def predictor_service(directory: str, depth: int, model_name: str) -> PredictorService:
@@ -63,9 +101,12 @@ def predictor_service(directory: str, depth: int, model_name: str) -> PredictorS
 
 
 class PredictionBatcher:
-    """Batches ``predict`` calls made in the same event-loop tick into one predictor call."""
+    """Batches ``predict`` calls made in the same event-loop tick into one predictor call.
 
-    def __init__(self, predict_batch: Callable[[Sequence[str]], list[Program]]) -> None:
+    ``predict_batch`` gives one program per text, or an exception for a text that failed
+    (:meth:`PredictorService.predict_each`); that text's :meth:`predict` raises it."""
+
+    def __init__(self, predict_batch: Callable[[Sequence[str]], list[Program | Exception]]) -> None:
         self.predict_batch = predict_batch
         self._pending: list[tuple[str, asyncio.Future[Program]]] = []
 
@@ -90,7 +131,8 @@ def _resolve(batch: list[tuple[str, asyncio.Future[Any]]], work: asyncio.Future[
     for index, (_, future) in enumerate(batch):
         if future.done():
             continue
-        if error is not None:
-            future.set_exception(error)
+        result = error if error is not None else work.result()[index]
+        if isinstance(result, BaseException):
+            future.set_exception(result)
         else:
-            future.set_result(work.result()[index])
+            future.set_result(result)
