@@ -241,6 +241,20 @@ def _predictor_overhead(data: dict[str, Any]) -> str:
 
 
 def _search_speed(data: dict[str, Any]) -> str:
+    if "configs" in data:  # engine settings of search configs, side by side
+        rows = [
+            [
+                f"`{name}`",
+                c["dtype"],
+                c["scheduling"],
+                str(c["max_num_seqs"] or "default"),
+                f"{c['programs_per_s']:.2f}",
+                f"{c['ratio_to_first']:.2f}x",
+            ]
+            for name, c in data["configs"].items()
+        ]
+        header = ["search config", "dtype", "scheduling", "max_num_seqs", "programs/s", "ratio"]
+        return _table(header, rows)
     rows = [
         [name, str(b["programs"]), f"{b['seconds']:.1f}", f"{b['programs_per_s']:.2f}"]
         for name, b in data["backends"].items()
