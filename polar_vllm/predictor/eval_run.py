@@ -2,19 +2,36 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from polar_vllm.bundled import BUNDLED_MODELS, prepare_model
 from polar_vllm.data import build_prompt, generate_problems, load_jsonl, split_problems
 from polar_vllm.generation import ProgramGenerator
+from polar_vllm.predictor.candidate_training import (
+    FRONTIER_FILE,
+    candidate_set_of,
+    dense_matrix,
+)
+from polar_vllm.predictor.errors import PredictorError
 from polar_vllm.predictor.evaluation import EvalItem, evaluate, write_results
 from polar_vllm.predictor.labels import read_labels
+from polar_vllm.predictor.selection import OperatingPoint
 from polar_vllm.predictor.settings import EvalSettings, RunSettings
 from polar_vllm.predictor.static_skip import layer_importance, static_skip_program
-from polar_vllm.predictor.storage import load_predictor
+from polar_vllm.predictor.storage import Predictor, load_predictor
+from polar_vllm.program import Program, format_program
 
-__all__ = ["build_items", "model_directory", "run_eval", "vllm_generator"]
+__all__ = [
+    "best_static_programs",
+    "build_items",
+    "frontier_variants",
+    "model_directory",
+    "run_eval",
+    "vllm_generator",
+]
 
 
 def model_directory(model: str) -> str:
@@ -52,6 +69,49 @@ def build_items(settings: EvalSettings) -> tuple[list[EvalItem], list[str]]:
     return items, calibration[::step][: settings.calibration_questions]
 
 
+def best_static_programs(
+    dense_labels: Sequence[str], depth: int, layer_budget: float
+) -> dict[str, Program]:
+    """The candidates of dense label files right most often (ties: fewer layers): overall as
+    ``best_static`` and within ``layer_budget`` layers as ``best_static_short``."""
+    records = read_labels(dense_labels)
+    programs = candidate_set_of(records)
+    rates = dense_matrix(records, programs).mean(dim=0).tolist()
+    if records[0].depth != depth:
+        raise PredictorError(f"dense labels are for depth {records[0].depth}, not {depth}")
+
+    def best(indices: list[int]) -> Program:
+        return programs[max(indices, key=lambda c: (rates[c], -len(programs[c])))]
+
+    out = {"best_static": best(list(range(len(programs))))}
+    short = [c for c in range(len(programs)) if len(programs[c]) <= layer_budget + 1e-9]
+    if short:
+        out["best_static_short"] = best(short)
+    return out
+
+
+def frontier_variants(predictor: Predictor, directory: str, count: int) -> dict[str, Predictor]:
+    """The candidate predictor at its named operating points (``polar@name``, the default one
+    excepted, which is ``polar``) and at ``count`` points spread over its validation frontier
+    (``frontier@i``, fewest layers first)."""
+    if predictor.candidates is None:
+        return {}
+    config = predictor.config
+    out = {
+        f"polar@{name}": predictor.with_point(OperatingPoint(**point))
+        for name, point in config.operating_points.items()
+        if name != config.operating_point
+    }
+    path = Path(directory) / FRONTIER_FILE
+    if count > 0 and path.is_file():
+        frontier = json.loads(path.read_text())["frontier"]
+        step = max(1, len(frontier) // count)
+        for i, row in enumerate(frontier[::step][:count]):
+            point = OperatingPoint(row["length_penalty"], row["margin"])
+            out[f"frontier@{i}"] = predictor.with_point(point)
+    return out
+
+
 def vllm_generator(model_dir: str, dtype: str) -> ProgramGenerator:
     """A PoLar-enabled vLLM engine on ``model_dir`` behind a program generator."""
     from polar_vllm.compat.batch_jobs import batch_job_llm
@@ -80,6 +140,11 @@ def run_eval(settings: RunSettings) -> dict[str, Any]:
         prompts = [build_prompt(q, tokenizer) for q in calibration]
         importance = layer_importance(model, tokenizer, prompts)
         static_program = static_skip_program(importance, options.static_skip_layers)
+    static_programs = (
+        best_static_programs(options.dense_labels, depth, options.efficiency_layers * depth)
+        if options.dense_labels
+        else {}
+    )
     generator: ProgramGenerator
     if options.backend == "vllm":
         del model
@@ -99,6 +164,8 @@ def run_eval(settings: RunSettings) -> dict[str, Any]:
         temperatures=options.temperatures,
         samples=options.samples,
         static_program=static_program,
+        static_programs=static_programs,
+        variants=frontier_variants(predictor, settings.predictor_dir, options.frontier_points),
         seed=options.data_seed,
     )
     results = {
@@ -109,6 +176,7 @@ def run_eval(settings: RunSettings) -> dict[str, Any]:
             "dropped_layers": sorted(set(range(depth)) - set(static_program or range(depth))),
             "importance": importance,
         },
+        "static_programs": {name: format_program(p) for name, p in static_programs.items()},
         **results,
     }
     write_results(results, options.output)

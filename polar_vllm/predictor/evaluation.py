@@ -7,9 +7,11 @@ Methods, each generating answers through a :class:`~polar_vllm.generation.Progra
   per question (pass@1 is the mean correctness of the samples, pass@5 whether any of the
   first 5 is right); the temperature with the best in-distribution pass@1 is reported;
 * ``static_skip``: one fixed program dropping the least important layers (ShortGPT style,
-  :mod:`polar_vllm.predictor.static_skip`), greedy;
+  :mod:`polar_vllm.predictor.static_skip`), greedy; further named fixed programs (such as the
+  best static program chosen on dense training labels) run the same way;
 * ``polar``: the predictor's ranked programs, greedy; pass@1 runs the top program, pass@5 is
-  right when any of the top 5 is.
+  right when any of the top 5 is; further named predictor variants (a candidate predictor at
+  other operating points) run the same way.
 
 Greedy methods are deterministic, so their pass@5 equals their pass@1. ``avg_layers`` is the
 mean number of executed layers of the program behind pass@1. Results are grouped per
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ __all__ = [
     "EvalItem",
     "MethodResult",
     "evaluate",
+    "plot_frontier",
     "plot_results",
     "summarize",
     "write_results",
@@ -123,12 +126,15 @@ def evaluate(
     temperatures: Sequence[float] = (),
     samples: int = PASS_K,
     static_program: Program | None = None,
+    static_programs: Mapping[str, Program] | None = None,
+    variants: Mapping[str, Predictor] | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Run every method on ``items``; returns per-method, per-group metrics and per-item records.
 
     ``tokenizer`` builds the chat prompts (:func:`polar_vllm.data.build_prompt`); the predictor
-    reads the bare question.
+    reads the bare question. ``static_program`` is the ``static_skip`` method;
+    ``static_programs`` and ``variants`` add fixed programs and predictors under their names.
     """
     depth = generator.depth
     prompts = [build_prompt(item.problem.question, tokenizer) for item in items]
@@ -144,12 +150,13 @@ def evaluate(
     per_method: dict[str, list[MethodResult]] = {
         "greedy_full": _score(cache, items, greedy([[full]] * len(items)))
     }
-    if static_program is not None:
-        per_method["static_skip"] = _score(cache, items, greedy([[static_program]] * len(items)))
-    ranked = predict_scored(
-        predictor, [item.problem.question for item in items], top_k=top_k, length_aware=length_aware
-    )
-    per_method["polar"] = _score(cache, items, greedy([[s.program for s in row] for row in ranked]))
+    fixed = {"static_skip": static_program} if static_program is not None else {}
+    for name, program in {**fixed, **(static_programs or {})}.items():
+        per_method[name] = _score(cache, items, greedy([[program]] * len(items)))
+    questions = [item.problem.question for item in items]
+    for name, model in {"polar": predictor, **(variants or {})}.items():
+        ranked = predict_scored(model, questions, top_k=top_k, length_aware=length_aware)
+        per_method[name] = _score(cache, items, greedy([[s.program for s in r] for r in ranked]))
     grid: dict[str, dict[str, Any]] = {}
     sampled: dict[float, list[MethodResult]] = {}
     for temperature in temperatures:
@@ -233,10 +240,48 @@ def plot_results(results: dict[str, Any], path: str | os.PathLike[str]) -> None:
     plt.close(fig)
 
 
+def plot_frontier(results: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Pass@1 against mean executed layers on the in-distribution questions, as PNG: the
+    predictor's operating points (``frontier@i`` joined by a line, named points labelled) and
+    every baseline as a marker."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    group = results["groups"]["in_distribution"]
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    frontier = sorted(
+        (row["avg_layers"], row["pass@1"]) for name, row in group.items() if "frontier@" in name
+    )
+    if frontier:
+        ax.plot(*zip(*frontier, strict=True), marker=".", color="tab:blue", label="PoLar frontier")
+    for name, row in group.items():
+        if "frontier@" in name:
+            continue
+        polar = name.startswith("polar")
+        ax.scatter(
+            row["avg_layers"], row["pass@1"], marker="*" if polar else "o", s=90 if polar else 45
+        )
+        ax.annotate(name, (row["avg_layers"], row["pass@1"]), textcoords="offset points",
+                    xytext=(5, 4), fontsize=8)  # fmt: skip
+    ax.axvline(results["depth"], color="grey", linewidth=0.8, linestyle=":")
+    ax.set_xlabel("mean executed layers")
+    ax.set_ylabel("pass@1 (test questions)")
+    ax.set_title(f"{results.get('model', '')}: accuracy against executed layers")
+    if frontier:
+        ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(Path(path), dpi=120)
+    plt.close(fig)
+
+
 def write_results(results: dict[str, Any], path: str | os.PathLike[str]) -> Path:
-    """Write ``results`` as JSON to ``path`` and the plot next to it (``.png``)."""
+    """Write ``results`` as JSON to ``path`` and the plots next to it (``.png`` and
+    ``_frontier.png``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=1))
     plot_results(results, path.with_suffix(".png"))
+    plot_frontier(results, path.with_name(path.stem + "_frontier.png"))
     return path

@@ -90,7 +90,14 @@ class EvalSettings:
         samples: Samples per question for the sampling baseline (pass@1 averages them).
         static_skip_layers: Layers the static-skip baseline drops (0: no such baseline).
         calibration_questions: Training questions used to measure layer importance.
-        output: JSON result path; the plot goes next to it with suffix ``.png``.
+        dense_labels: Dense label files of training and validation questions (never test
+            ones): the fixed program right most often on them runs as ``best_static``, and the
+            best one within ``efficiency_layers * D`` layers as ``best_static_short``.
+        efficiency_layers: The layer budget of ``best_static_short``, as a fraction of ``D``.
+        frontier_points: A candidate predictor also runs at up to this many operating points
+            of its validation frontier (``frontier@i``), tracing its accuracy-layers frontier
+            on the test questions.
+        output: JSON result path; the plots go next to it (``.png``, ``_frontier.png``).
     """
 
     backend: str = "vllm"
@@ -109,6 +116,9 @@ class EvalSettings:
     samples: int = 5
     static_skip_layers: int = 4
     calibration_questions: int = 32
+    dense_labels: tuple[str, ...] = ()
+    efficiency_layers: float = 0.85
+    frontier_points: int = 0
     output: str = "runs/predictor/eval.json"
 
     def __post_init__(self) -> None:

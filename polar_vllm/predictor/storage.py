@@ -8,6 +8,7 @@ file and the expected and found values.
 
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
 from dataclasses import dataclass
@@ -100,6 +101,14 @@ class Predictor:
             )
         self.head = head.to(self.device).eval()
         self.candidates = CandidateSet.of(config) if config.head == "candidates" else None
+
+    def with_point(self, point: OperatingPoint) -> Predictor:
+        """A candidate predictor sharing this one's encoder and head, at ``point``."""
+        if self.candidates is None:
+            raise PredictorError("operating points belong to candidate predictors")
+        other = copy.copy(self)
+        other.point = point
+        return other
 
     def _operating_point(self, name: str | None) -> OperatingPoint | None:
         """The named operating point (the config's default when ``name`` is None)."""
