@@ -32,6 +32,7 @@ from polar_vllm.predictor import (
 )
 from polar_vllm.predictor.decoding import decode, decode_boundaries
 from polar_vllm.predictor.encoder import TextEncoder, resolve_encoder
+from polar_vllm.predictor.eval_run import best_static_programs, frontier_variants
 from polar_vllm.predictor.evaluation import EvalItem, MethodResult, evaluate, summarize
 from polar_vllm.predictor.labels import build_targets, read_labels
 from polar_vllm.predictor.network import PolarHead
@@ -346,7 +347,13 @@ def test_run_configs_parse(tmp_path: Path) -> None:
     for name in ("smollm2", "smoke"):
         settings = load_settings(REPO / f"configs/predictor/{name}.yaml")
         assert settings.model == "smollm2-135m"
+    qwen = load_settings(REPO / "configs/predictor/qwen.yaml")
+    assert qwen.train.head == "candidates" and qwen.eval.count_per_level >= 200
+    assert set(qwen.eval.dense_labels) == {*qwen.train.labels, *qwen.train.val_labels}
     bad = tmp_path / "bad.yaml"
+    bad.write_text("model: m\npredictor_dir: d\ntrain: {head: tree}\n")
+    with pytest.raises(PredictorError, match="train head must be one of"):
+        load_settings(bad)
     bad.write_text("model: m\npredictor_dir: d\ntrain: {epoch: 3}\n")
     with pytest.raises(PredictorError, match=r"train has unknown keys \['epoch'\]"):
         load_settings(bad)
@@ -616,6 +623,18 @@ def test_candidate_predictor_trains_calibrates_and_falls_back(tmp_path: Path) ->
     cautious = load_predictor(directory, operating_point="never")
     questions = [p.format(n="Ravi", x=4, y=9, f=f) for p in PHRASES for f in ("apples", "pears")]
     assert {p[0] for p in predict_programs(cautious, questions)} == {full_program(TOY_DEPTH)}
+    # evaluation baselines and variants from the same files
+    statics = best_static_programs([str(train), str(val)], TOY_DEPTH, 0.9 * TOY_DEPTH)
+    # the apple program (6 layers) and the pear program (10) are right equally often: fewer
+    # layers win the tie; within 7.2 layers only the apple and never-right programs fit
+    assert statics == {
+        "best_static": parse_program(APPLE_PROGRAM, TOY_DEPTH),
+        "best_static_short": parse_program(APPLE_PROGRAM, TOY_DEPTH),
+    }
+    variants = frontier_variants(load_predictor(directory), str(directory), 3)
+    assert {"polar@efficiency", "polar@likeliest", "polar@never"} < set(variants)
+    assert "polar@accuracy" not in variants  # the default point runs as "polar"
+    assert 1 <= sum(name.startswith("frontier@") for name in variants) <= 3
     with pytest.raises(PredictorError, match="unknown operating point 'fast'"):
         load_predictor(directory, operating_point="fast")
     with pytest.raises(PredictorError, match="operating points belong to candidate"):

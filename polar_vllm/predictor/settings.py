@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from polar_vllm.predictor.config import DEFAULT_ENCODER
+from polar_vllm.predictor.config import DEFAULT_ENCODER, HEADS
 from polar_vllm.predictor.errors import PredictorError
 
 __all__ = ["EvalSettings", "RunSettings", "TrainSettings", "load_settings"]
@@ -67,6 +67,14 @@ class TrainSettings:
     levels: tuple[int, ...] | None = None
     head: str = "polar_form"
     efficiency_layers: float = 0.85
+
+    def __post_init__(self) -> None:
+        if self.head not in HEADS:
+            raise PredictorError(f"train head must be one of {HEADS}, got {self.head!r}")
+        if not 0.0 < self.efficiency_layers <= 2.0:
+            raise PredictorError(
+                f"train efficiency_layers must be in (0, 2], got {self.efficiency_layers!r}"
+            )
 
 
 @dataclass(frozen=True)
