@@ -62,6 +62,7 @@ from throughput import (
 
 from polar_vllm.batching import program_aware_order
 from polar_vllm.bundled import BUNDLED_MODELS, prepare_model
+from polar_vllm.compat.shutdown import shutdown_engine
 from polar_vllm.executor.schedule import merge_programs, schedule_lower_bound
 from polar_vllm.program import Program, full_program
 from polar_vllm.program_sets import homogeneous_program
@@ -352,7 +353,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         }
         (read_gbps,) = llm.apply_model(functools.partial(read_bandwidth_gbps))
     finally:
-        llm.llm_engine.engine_core.shutdown()
+        shutdown_engine(llm)
     weight_bytes = layer_weight_bytes(model_config.hf_config, model_config.dtype.itemsize)
     cost = cost_of_rows(per_layer_ms)
     rows = [

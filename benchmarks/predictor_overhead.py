@@ -32,6 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from polar_vllm.bundled import prepare_model
+from polar_vllm.compat.shutdown import shutdown_engine
 from polar_vllm.data import build_prompt, generate_problems
 from polar_vllm.predictor import init_random_predictor, load_predictor, predict_programs
 from polar_vllm.predictor.overhead import measure_overhead
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out.write_text(json.dumps(report, indent=1))
     print(out)
     if llm is not None:
-        llm.llm_engine.engine_core.shutdown()
+        shutdown_engine(llm)
     return report
 
 

@@ -51,6 +51,7 @@ from throughput import (
 )
 
 from polar_vllm.bundled import BUNDLED_MODELS, prepare_model
+from polar_vllm.compat.shutdown import shutdown_engine
 from polar_vllm.config import DEFAULT_ADMISSION_WINDOW_S, DEFAULT_MAX_DELAY_S
 from polar_vllm.data import build_prompt, generate_problems
 from polar_vllm.program import Program
@@ -231,7 +232,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 seconds[mix][variant].append(elapsed)
                 first_token_s[mix][variant].append(ttft)
         for llm in engines.values():
-            llm.llm_engine.engine_core.shutdown()
+            shutdown_engine(llm)
         for mix in args.mixes:
             programs = mix_programs(mix, depth, requests, args)
             tokens = requests * args.max_tokens

@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from polar_vllm.compat.shutdown import shutdown_engine
 from polar_vllm.program import parse_program
 from polar_vllm.reference import generate_greedy
 
@@ -24,7 +25,7 @@ def vllm_engine(model: str, **kwargs: Any) -> Iterator[Any]:
     try:
         yield llm
     finally:
-        llm.llm_engine.engine_core.shutdown()
+        shutdown_engine(llm)
         del llm
         gc.collect()
 

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from polar_vllm.bundled import prepare_model
+from polar_vllm.compat.shutdown import shutdown_engine
 from polar_vllm.generation import (
     ProgramGenerator,
     ReferenceProgramGenerator,
@@ -49,4 +50,4 @@ def open_generator(config: SearchConfig) -> Iterator[tuple[ProgramGenerator, Any
     try:
         yield VllmProgramGenerator(llm), llm.get_tokenizer()
     finally:
-        llm.llm_engine.engine_core.shutdown()
+        shutdown_engine(llm)
