@@ -286,6 +286,16 @@ class SegmentOp(str, Enum):
     KEEP = "keep"  # run them once, in order
     REPEAT = "repeat"  # run them in order, then all of them again (4, 5, 4, 5)
 
+    @property
+    def passes(self) -> int:
+        """How many times the op runs each layer of its segment (0, 1 or 2)."""
+        return _OP_PASSES[self]
+
+    @classmethod
+    def of_passes(cls, passes: int) -> SegmentOp:
+        """The op that runs each layer of its segment ``passes`` times."""
+        return _PASSES_OP[passes]
+
 
 _OP_PASSES = {SegmentOp.SKIP: 0, SegmentOp.KEEP: 1, SegmentOp.REPEAT: 2}
 _PASSES_OP = {passes: op for op, passes in _OP_PASSES.items()}
@@ -353,7 +363,7 @@ class PolarForm:
         """Expand to a program: skip runs nothing, keep runs the segment, repeat runs it twice."""
         layers: list[int] = []
         for (start, end), op in zip(self.segments(), self.ops, strict=True):
-            layers.extend(list(range(start, end)) * _OP_PASSES[op])
+            layers.extend(list(range(start, end)) * op.passes)
         return tuple(layers)
 
 
@@ -419,6 +429,6 @@ def canonical_polar_form(
     s = 0
     while s < depth:
         boundaries[s] = True
-        ops.append(_PASSES_OP[counts[s]])
+        ops.append(SegmentOp.of_passes(counts[s]))
         s += length[s]
     return PolarForm(tuple(boundaries), tuple(ops), max_segment_len)

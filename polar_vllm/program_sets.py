@@ -83,8 +83,8 @@ def label_programs(path: Path | str, depth: int) -> tuple[Program, ...]:
 
     pool = []
     for record in read_label_records([Path(path)]):
-        if record["depth"] == depth and record["valid_programs"]:
-            pool.append(tuple(min(record["valid_programs"], key=len)))
+        if record.depth == depth and record.valid_programs:
+            pool.append(min(record.valid_programs, key=len))
     if not pool:
         raise ValueError(f"{path} has no valid program for a model of depth {depth}")
     return tuple(pool)

@@ -14,6 +14,7 @@ import pytest
 
 from polar_vllm.predictor import init_random_predictor
 from polar_vllm.search import write_label_records
+from polar_vllm.search.labels import LabelRecord
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -49,9 +50,10 @@ def test_throughput_benchmark_quick(tmp_path):
     labels = tmp_path / "labels.jsonl"
     valid = [[*range(10), 8, 9, *range(10, 30)], [*range(20), *range(25, 30)]]
     records = [
-        {"id": "a", "depth": 30, "valid_programs": [list(range(30)), valid[0]]},
-        {"id": "b", "depth": 30, "valid_programs": []},
-        {"id": "c", "depth": 30, "valid_programs": [valid[1]]},
+        LabelRecord(
+            name, "?", "1", 1, "smollm2-135m", 30, False, tuple((tuple(p), True) for p in ok)
+        )
+        for name, ok in (("a", [list(range(30)), valid[0]]), ("b", []), ("c", [valid[1]]))
     ]
     write_label_records(records, labels)
     predictor = init_random_predictor(tmp_path / "predictor", "smollm2-135m", 30)

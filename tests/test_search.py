@@ -39,6 +39,7 @@ from polar_vllm.search import (
 )
 from polar_vllm.search.config import load_search_config
 from polar_vllm.search.dense import candidate_programs, score_questions
+from polar_vllm.search.labels import LabelRecord
 from polar_vllm.search.mcts import Node
 from polar_vllm.search.run import load_questions
 from polar_vllm.search.study import is_loop_only, is_skip_only
@@ -433,11 +434,9 @@ def test_label_records(tmp_path):
     records = [label_record(r, "toy-model", 16) for r in results]
     write_label_records(records, tmp_path / "labels.jsonl")
     lines = (tmp_path / "labels.jsonl").read_text().splitlines()
-    assert (
-        [json.loads(line) for line in lines]
-        == records
-        == read_label_records([tmp_path / "labels.jsonl"])
-    )
+    assert read_label_records([tmp_path / "labels.jsonl"]) == records
+    written = [json.loads(line) for line in lines]
+    assert written == [record.to_json() for record in records]
     keys = [
         "id",
         "level",
@@ -449,7 +448,7 @@ def test_label_records(tmp_path):
         "evaluated",
         "valid_programs",
     ]
-    for record, result in zip(records, results, strict=True):
+    for record, result in zip(written, results, strict=True):
         assert list(record) == keys
         assert record["model"] == "toy-model" and record["depth"] == 16
         assert record["base_correct"] is False  # the full program runs every layer
@@ -458,25 +457,23 @@ def test_label_records(tmp_path):
             e["program"] for e in record["evaluated"] if e["correct"]
         ]
         assert len(record["evaluated"]) == len(result.evaluated)
-    assert any(record["valid_programs"] for record in records)
+    assert any(record.valid_programs for record in records)
+    # a hand-made record without "evaluated": its valid programs count as evaluated, right
+    hand_made = {"id": "h", "question": "?", "model": "m", "depth": 2, "valid_programs": [[1]]}
+    assert LabelRecord.from_json(hand_made, "x").evaluated == (((1,), True),)
+    for bad, match in (
+        ({**hand_made, "depth": 0}, "depth must be an int"),
+        ({"id": "h", "depth": 2}, r"missing fields \['question', 'model', 'evaluated'\]"),
+        ({**hand_made, "evaluated": [{"program": "0-1"}]}, "evaluated must be a list"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            LabelRecord.from_json(bad, "x")
 
 
 def record(level, base, valid, depth=4):
-    full = list(range(depth))
-    evaluated = [{"program": full, "correct": base}] + [
-        {"program": p, "correct": True} for p in valid if p != full
-    ]
-    return {
-        "id": f"r{level}{base}{len(valid)}",
-        "level": level,
-        "question": "?",
-        "answer": "1",
-        "model": "m",
-        "depth": depth,
-        "base_correct": base,
-        "evaluated": evaluated,
-        "valid_programs": valid,
-    }
+    full = tuple(range(depth))
+    evaluated = [(full, base)] + [(tuple(p), True) for p in valid if tuple(p) != full]
+    return LabelRecord(f"r{level}{base}{len(valid)}", "?", "1", level, "m", depth, base, evaluated)
 
 
 def test_oracle_study_on_known_records(tmp_path):
@@ -563,14 +560,14 @@ def test_search_and_study_commands_on_smollm2(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "2 questions" in out and "6 evaluated now" in out and "base" in out
     records = read_label_records([tmp_path / "out" / "labels.jsonl"])
-    assert [r["id"] for r in records] == ["gen-L1-s0-00000", "gen-L1-s0-00001"]
+    assert [r.id for r in records] == ["gen-L1-s0-00000", "gen-L1-s0-00001"]
     for r in records:
-        assert r["model"] == "smollm2-135m" and r["depth"] == 30 and r["level"] == 1
-        assert len(r["evaluated"]) == 3 and r["evaluated"][0]["program"] == list(range(30))
-        assert r["base_correct"] == r["evaluated"][0]["correct"]
-        for e in r["evaluated"]:
-            validate_program(e["program"], 30)
-            assert 20 <= len(e["program"]) <= 37
+        assert r.model == "smollm2-135m" and r.depth == 30 and r.level == 1
+        assert len(r.evaluated) == 3 and r.evaluated[0][0] == tuple(range(30))
+        assert r.base_correct == r.evaluated[0][1]
+        for program, _ in r.evaluated:
+            validate_program(program, 30)
+            assert 20 <= len(program) <= 37
     evaluations = (tmp_path / "out" / "evaluations.jsonl").read_text().splitlines()
     assert len(evaluations) == 1 + 6
     cli_main(["search", "--config", str(config), "--no-progress"])  # resumes: nothing to do

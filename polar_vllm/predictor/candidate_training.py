@@ -28,7 +28,7 @@ import torch
 from polar_vllm.predictor.config import PredictorConfig
 from polar_vllm.predictor.encoder import TextEncoder
 from polar_vllm.predictor.errors import PredictorError
-from polar_vllm.predictor.labels import LabelRecord, read_labels
+from polar_vllm.predictor.labels import read_labels
 from polar_vllm.predictor.selection import CalibratedPoint, calibrate, pick_point
 from polar_vllm.predictor.settings import RunSettings
 from polar_vllm.predictor.storage import CandidateSet, save_predictor
@@ -42,6 +42,7 @@ from polar_vllm.predictor.training import (
     train_head,
 )
 from polar_vllm.program import Program, format_program
+from polar_vllm.search.labels import LabelRecord
 
 __all__ = [
     "FRONTIER_FILE",

@@ -26,7 +26,6 @@ from polar_vllm.program import PolarForm, Program, SegmentOp
 __all__ = ["DecodeOptions", "ScoredProgram", "decode", "decode_boundaries", "search_ops"]
 
 _OPS = tuple(SegmentOp(op) for op in OP_SPACE)
-_PASSES = {SegmentOp.SKIP: 0, SegmentOp.KEEP: 1, SegmentOp.REPEAT: 2}
 
 
 @dataclass(frozen=True)
@@ -83,7 +82,7 @@ def search_ops(
     for start, end in segments:
         scores = op_log_probs[start:end].double().mean(dim=0)
         if options.length_aware:
-            passes = torch.tensor([_PASSES[op] for op in _OPS], dtype=torch.float64)
+            passes = torch.tensor([op.passes for op in _OPS], dtype=torch.float64)
             scores = scores - options.length_penalty * passes * (end - start) / depth
         ranked = sorted(range(len(_OPS)), key=lambda o: (-float(scores[o]), o))
         chosen = ranked[: options.ops_per_segment]

@@ -1,11 +1,7 @@
 """Search labels -> weighted training targets.
 
-A label file is JSON Lines, one record per question, as the search writes it::
-
-    {"id": str, "level": int | null, "question": str, "answer": str, "model": str,
-     "depth": int, "base_correct": bool,
-     "evaluated": [{"program": [int, ...], "correct": bool}, ...],
-     "valid_programs": [[int, ...], ...]}
+A label file holds one :class:`~polar_vllm.search.labels.LabelRecord` per question, as the
+search writes it.
 
 Each valid program is parsed to its canonical PoLar form
 (:func:`~polar_vllm.program.canonical_polar_form`); programs that do not fit the form are
@@ -18,35 +14,16 @@ Questions left with no path are dropped.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 from polar_vllm.predictor.config import OP_SPACE, model_matches
 from polar_vllm.predictor.errors import PredictorError
 from polar_vllm.program import PolarForm, ProgramError, canonical_polar_form, full_program
+from polar_vllm.search.labels import LabelRecord, read_label_records
 
-__all__ = ["LabelRecord", "LabelledPath", "QuestionTargets", "build_targets", "read_labels"]
-
-_REQUIRED = ("id", "question", "model", "depth", "valid_programs")
-
-
-@dataclass(frozen=True)
-class LabelRecord:
-    """One question of a label file (the fields training and evaluation use)."""
-
-    id: str
-    question: str
-    answer: str
-    level: int | None
-    model: str
-    depth: int
-    base_correct: bool
-    valid_programs: tuple[tuple[int, ...], ...]
-    evaluated: tuple[tuple[tuple[int, ...], bool], ...] = ()
-    """Every program run for the question and whether it answered right (search order)."""
+__all__ = ["LabelledPath", "QuestionTargets", "build_targets", "read_labels"]
 
 
 @dataclass(frozen=True)
@@ -70,54 +47,10 @@ class QuestionTargets:
 
 def read_labels(paths: Iterable[str | os.PathLike[str]]) -> list[LabelRecord]:
     """Records of the label files ``paths``, in order; bad lines raise :class:`PredictorError`."""
-    records = []
-    for path in map(Path, paths):
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except OSError as e:
-            raise PredictorError(f"label file {path} cannot be read: {e}") from None
-        for lineno, line in enumerate(lines, start=1):
-            if line.strip():
-                records.append(_parse_record(line, f"{path}:{lineno}"))
-    return records
-
-
-def _parse_record(line: str, where: str) -> LabelRecord:
     try:
-        raw = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise PredictorError(f"{where}: invalid JSON ({e.msg})") from None
-    if not isinstance(raw, dict):
-        raise PredictorError(f"{where}: expected a JSON object")
-    missing = [key for key in _REQUIRED if key not in raw]
-    if missing:
-        raise PredictorError(f"{where}: missing fields {missing}")
-    depth = raw["depth"]
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
-        raise PredictorError(f"{where}: depth must be an int >= 1, got {depth!r}")
-    programs = raw["valid_programs"]
-    if not isinstance(programs, list) or not all(isinstance(p, list) for p in programs):
-        raise PredictorError(f"{where}: valid_programs must be a list of lists of layer indices")
-    level = raw.get("level")
-    return LabelRecord(
-        id=str(raw["id"]),
-        question=str(raw["question"]),
-        answer=str(raw.get("answer", "")),
-        level=level if isinstance(level, int) and not isinstance(level, bool) else None,
-        model=str(raw["model"]),
-        depth=depth,
-        base_correct=bool(raw.get("base_correct", False)),
-        valid_programs=tuple(tuple(p) for p in programs),
-        evaluated=_evaluated(raw.get("evaluated", []), where),
-    )
-
-
-def _evaluated(raw: object, where: str) -> tuple[tuple[tuple[int, ...], bool], ...]:
-    if not isinstance(raw, list) or not all(
-        isinstance(e, dict) and isinstance(e.get("program"), list) and "correct" in e for e in raw
-    ):
-        raise PredictorError(f"{where}: evaluated must be a list of {{program, correct}} objects")
-    return tuple((tuple(e["program"]), bool(e["correct"])) for e in raw)
+        return read_label_records(list(paths))
+    except ValueError as e:
+        raise PredictorError(str(e)) from None
 
 
 def _layer_ops(form: PolarForm) -> tuple[int, ...]:

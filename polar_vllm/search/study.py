@@ -25,7 +25,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from polar_vllm.program import MAX_SEGMENT_LEN, SegmentOp, canonical_polar_form
+from polar_vllm.program import MAX_SEGMENT_LEN, Program, SegmentOp, canonical_polar_form
+from polar_vllm.search.labels import LabelRecord
 
 __all__ = [
     "ORACLE_CLASSES",
@@ -86,16 +87,16 @@ def _segment_stats(programs: Iterable[tuple[Sequence[int], int]]) -> dict[str, A
     }
 
 
-def _group_stats(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def _group_stats(records: Sequence[LabelRecord]) -> dict[str, Any]:
     n = len(records)
-    right = [r for r in records if r["base_correct"]]
-    wrong = [r for r in records if not r["base_correct"]]
+    right = [r for r in records if r.base_correct]
+    wrong = [r for r in records if not r.base_correct]
 
-    def valid(r: Mapping[str, Any]) -> list[list[int]]:
-        return r["valid_programs"]
+    def valid(r: LabelRecord) -> tuple[Program, ...]:
+        return r.valid_programs
 
     oracle = {
-        name: _share(sum(any(_in_class(name, p, r["depth"]) for p in valid(r)) for r in records), n)
+        name: _share(sum(any(_in_class(name, p, r.depth) for p in valid(r)) for r in records), n)
         for name in ORACLE_CLASSES
     }
     shortest = [min(len(p) for p in valid(r)) for r in records if valid(r)]
@@ -106,27 +107,27 @@ def _group_stats(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "base_accuracy": _share(len(right), n),
         "oracle_accuracy": oracle,
         "right_with_shorter_program": _share(
-            sum(any(len(p) < r["depth"] for p in valid(r)) for r in right), len(right)
+            sum(any(len(p) < r.depth for p in valid(r)) for r in right), len(right)
         ),
         "wrong_fixed_within_depth": _share(
-            sum(any(len(p) <= r["depth"] for p in valid(r)) for r in wrong), len(wrong)
+            sum(any(len(p) <= r.depth for p in valid(r)) for r in wrong), len(wrong)
         ),
-        "mean_evaluated": _share(sum(len(r["evaluated"]) for r in records), n),
+        "mean_evaluated": _share(sum(len(r.evaluated) for r in records), n),
         "mean_shortest_valid_length": _share(sum(shortest), len(shortest)),
-        "segments": _segment_stats((p, r["depth"]) for r in records for p in valid(r)),
+        "segments": _segment_stats((p, r.depth) for r in records for p in valid(r)),
     }
 
 
-def oracle_study(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def oracle_study(records: Sequence[LabelRecord]) -> dict[str, Any]:
     """Oracle statistics per level (ascending, ``"none"`` last) and over all records."""
-    groups: dict[int | None, list[Mapping[str, Any]]] = {}
+    groups: dict[int | None, list[LabelRecord]] = {}
     for record in records:
-        groups.setdefault(record.get("level"), []).append(record)
+        groups.setdefault(record.level, []).append(record)
     levels = sorted(groups, key=lambda level: (level is None, level or 0))
     per_level = {
         ("none" if level is None else str(level)): _group_stats(groups[level]) for level in levels
     }
-    models = sorted({str(r["model"]) for r in records})
+    models = sorted({r.model for r in records})
     return {"models": models, "levels": per_level, "all": _group_stats(records)}
 
 
@@ -173,7 +174,7 @@ def plot_study(study: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
 
 
 def write_study(
-    records: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike[str]
+    records: Sequence[LabelRecord], out_dir: str | os.PathLike[str]
 ) -> tuple[dict[str, Any], Path, Path]:
     """Compute the study and write ``oracle_study.json`` and ``oracle_study.png`` to ``out_dir``."""
     if not records:
