@@ -13,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 VLLM = str(Path(sys.executable).with_name("vllm"))
@@ -33,12 +34,44 @@ def serve_command(model: str, port: int, *flags: str) -> list[str]:
     ]  # fmt: skip
 
 
+@dataclass(frozen=True)
+class ServerProcess:
+    """A running ``vllm serve``: its base URL, its process (the leader of its own session) and
+    its log file."""
+
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def session_processes(self) -> list[int]:
+        """Live processes of the server's session (the server and everything it started,
+        re-parented or not), zombies excluded."""
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:  # the process ended meanwhile
+                continue
+            state, session = fields[0], int(fields[3])  # stat fields 3 and 6
+            if session == self.process.pid and state != "Z":
+                found.append(int(stat.parent.name))
+        return found
+
+
 @contextlib.contextmanager
-def vllm_server(model: str, *flags: str, timeout: float = 300) -> Iterator[str]:
-    """A running server; yields its base URL. The log is printed if it fails to start."""
+def server_process(
+    model: str, *flags: str, timeout: float = 300, env: dict[str, str] | None = None
+) -> Iterator[ServerProcess]:
+    """A running server; the log is printed if it fails to start. When the block ends, the
+    server's whole session is stopped (SIGTERM, then SIGKILL after 30 s)."""
     port = free_port()
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
-    log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"vllm-serve-{port}.log", "w+")  # noqa: SIM115
+    env = {
+        **os.environ,
+        "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
+        **(env or {}),
+    }
+    log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"vllm-serve-{port}.log"
+    log = open(log_path, "w+")  # noqa: SIM115
     process = subprocess.Popen(
         serve_command(model, port, *flags),
         stdout=log,
@@ -60,7 +93,7 @@ def vllm_server(model: str, *flags: str, timeout: float = 300) -> Iterator[str]:
                 if time.monotonic() > deadline:
                     raise TimeoutError("vllm serve did not come up") from None
                 time.sleep(1)
-        yield url
+        yield ServerProcess(url, process, log_path)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
@@ -70,6 +103,13 @@ def vllm_server(model: str, *flags: str, timeout: float = 300) -> Iterator[str]:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         log.close()
+
+
+@contextlib.contextmanager
+def vllm_server(model: str, *flags: str, timeout: float = 300) -> Iterator[str]:
+    """A running server (see :func:`server_process`); yields its base URL."""
+    with server_process(model, *flags, timeout=timeout) as server:
+        yield server.url
 
 
 def failed_start(model: str, *flags: str, timeout: float = 300) -> str:
@@ -86,11 +126,13 @@ def failed_start(model: str, *flags: str, timeout: float = 300) -> str:
     return completed.stdout + completed.stderr
 
 
-def post_json(url: str, body: dict) -> tuple[int, dict]:
-    """POST ``body`` as JSON; the HTTP status and the JSON answer (error answers too)."""
-    request = urllib.request.Request(
-        url, json.dumps(body).encode(), {"Content-Type": "application/json"}
-    )
+def post_json(url: str, body: dict, api_key: str | None = None) -> tuple[int, dict]:
+    """POST ``body`` as JSON (with ``api_key`` as bearer token, if given); the HTTP status and
+    the JSON answer (error answers too)."""
+    headers = {"Content-Type": "application/json"}
+    if api_key is not None:
+        headers["Authorization"] = f"Bearer {api_key}"
+    request = urllib.request.Request(url, json.dumps(body).encode(), headers)
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             return response.status, json.loads(response.read())
@@ -98,12 +140,18 @@ def post_json(url: str, body: dict) -> tuple[int, dict]:
         return error.code, json.loads(error.read())
 
 
-def polar_metrics(server: str) -> dict[str, float]:
-    """The server's ``polar_*`` Prometheus samples, by name with labels."""
+def server_metrics(server: str, prefix: str) -> dict[str, float]:
+    """The server's Prometheus samples whose names start with ``prefix``, by name with
+    labels."""
     with urllib.request.urlopen(f"{server}/metrics", timeout=30) as response:
         lines = response.read().decode().splitlines()
     return {
         line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
         for line in lines
-        if line.startswith("polar_")
+        if line.startswith(prefix)
     }
+
+
+def polar_metrics(server: str) -> dict[str, float]:
+    """The server's ``polar_*`` Prometheus samples, by name with labels."""
+    return server_metrics(server, "polar_")

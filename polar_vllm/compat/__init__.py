@@ -14,6 +14,8 @@ as stock, with one deliberate exception (a fix, last in the list):
   (:mod:`.offline`);
 * the OpenAI server's chat handler and app (:mod:`.serving`): the last user message feeds the
   predictor, and the ``/v1/polar/program`` route (alias ``/polar/program``);
+* the API server's ``serve_http``: the server exits with status 1 when its engine died
+  (:mod:`.engine_death`);
 * ``GPUModelRunner._sample`` / ``_bookkeeping_sync``: seeded requests with chunked prefill on
   CPU rewind their generator by state, where stock vLLM raises and its engine dies
   (:mod:`.seeded_sampling`; active with PoLar off too: it changes only steps that would fail).
@@ -27,6 +29,8 @@ slots and per-backend attention-metadata subsetting.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["install"]
 
@@ -51,6 +55,7 @@ def install() -> None:
     from vllm.v1.worker.gpu_model_runner import GPUModelRunner
 
     from .engine_args import polar_engine_config
+    from .engine_death import exit_nonzero_on_engine_death
     from .input_processor import (
         polar_add_request,
         polar_input_processor_init,
@@ -70,3 +75,10 @@ def install() -> None:
     _wrap(GPUModelRunner, "_sample", restore_discarded_generators)
     _wrap(GPUModelRunner, "_bookkeeping_sync", skip_offset_rewind)
     install_serving_hooks(_wrap)
+    _wrap(_api_server_entry(), "serve_http", exit_nonzero_on_engine_death)
+
+
+def _api_server_entry() -> Any:
+    import importlib
+
+    return importlib.import_module("vllm.entrypoints.launchers.api_server.entry")
