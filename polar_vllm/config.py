@@ -20,6 +20,12 @@ Keys (all optional):
   running) holds arriving requests so that its first batch is chosen from the whole burst, in
   seconds (default 0.5; ``0`` admits at once). It admits as soon as requests stop arriving
   (:data:`polar_vllm.batching.BURST_QUIET_S`), so a lone request waits 10 ms at most.
+* ``kv_group_layers``: how many consecutive layers of one pass share a KV-cache group
+  (default 1). A request gets KV blocks only in the groups its program enters, so a program
+  that skips a whole group, or does not loop, holds no KV memory there; larger groups mean
+  fewer block tables to keep per step but coarser savings (a group is skipped only when all
+  its layers are). It must divide the model depth, and ``loop_layers`` must consist of whole
+  groups (windows ``[j*k, (j+1)*k)``).
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ _KNOWN_KEYS = frozenset(
         "scheduling",
         "max_delay_s",
         "admission_window_s",
+        "kv_group_layers",
     }
 )
 SCHEDULING_POLICIES = ("fcfs", "program_aware")
@@ -61,6 +68,8 @@ DEFAULT_MAX_DELAY_S = 30.0
 """How long, by default, program-aware admission may pass a waiting request over."""
 DEFAULT_ADMISSION_WINDOW_S = 0.5
 """How long, by default, an idle program-aware engine may hold a burst's first requests."""
+DEFAULT_KV_GROUP_LAYERS = 1
+"""Layers per KV-cache group by default: every (layer, pass) slot is allocated on its own."""
 
 
 class PolarConfigError(ValueError):
@@ -80,6 +89,7 @@ class PolarConfig:
         scheduling: admission order of waiting requests (:data:`SCHEDULING_POLICIES`).
         max_delay_s: longest time program-aware admission passes a waiting request over.
         admission_window_s: longest time an idle program-aware engine gathers a burst.
+        kv_group_layers: consecutive layers of one pass that share a KV-cache group.
     """
 
     depth: int
@@ -90,6 +100,7 @@ class PolarConfig:
     scheduling: str = "fcfs"
     max_delay_s: float = DEFAULT_MAX_DELAY_S
     admission_window_s: float = DEFAULT_ADMISSION_WINDOW_S
+    kv_group_layers: int = DEFAULT_KV_GROUP_LAYERS
 
     @classmethod
     def from_dict(cls, settings: Mapping[str, Any] | None, depth: int) -> PolarConfig:
@@ -125,6 +136,7 @@ class PolarConfig:
         admission_window_s = _parse_seconds(
             settings, "admission_window_s", scheduling, DEFAULT_ADMISSION_WINDOW_S, zero_ok=True
         )
+        kv_group_layers = _parse_kv_group_layers(settings, depth, loop_layers)
         config = cls(
             depth,
             max_passes,
@@ -134,6 +146,7 @@ class PolarConfig:
             scheduling,
             max_delay_s,
             admission_window_s,
+            kv_group_layers,
         )
         config.check_program(default_program)
         return config
@@ -179,6 +192,33 @@ def _parse_seconds(
     if not valid or not (value >= 0 if zero_ok else value > 0):
         raise PolarConfigError(f"polar {key} must be a number of seconds {bound}, got {value!r}")
     return float(value)
+
+
+def _parse_kv_group_layers(
+    settings: Mapping[str, Any], depth: int, loop_layers: frozenset[int]
+) -> int:
+    """``kv_group_layers``: a divisor of ``depth`` whose windows ``loop_layers`` fills whole."""
+    size = settings.get("kv_group_layers", DEFAULT_KV_GROUP_LAYERS)
+    if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= depth:
+        raise PolarConfigError(
+            f"polar kv_group_layers must be an integer in 1..{depth} (the model depth), "
+            f"got {size!r}"
+        )
+    if depth % size:
+        divisors = [k for k in range(1, depth + 1) if depth % k == 0]
+        raise PolarConfigError(
+            f"polar kv_group_layers={size} does not divide the model depth {depth}, so its "
+            f"KV-cache groups could not all be the same size; choose one of {divisors}"
+        )
+    for start in range(0, depth, size):
+        window = set(range(start, start + size))
+        if window & loop_layers and not window <= loop_layers:
+            raise PolarConfigError(
+                f"polar loop_layers covers only part of the KV-cache group of layers "
+                f"{start}-{start + size - 1} (kv_group_layers={size}): loop whole groups, "
+                f"or set kv_group_layers to a size whose groups loop_layers fills"
+            )
+    return size
 
 
 def _parse_loop_layers(value: str | Sequence[int], depth: int) -> frozenset[int]:

@@ -61,6 +61,7 @@ def install() -> None:
         polar_input_processor_init,
         polar_process_inputs,
     )
+    from .kv_cache_groups import install_program_kv_hooks
     from .model_runner import polar_model_forward
     from .offline import polar_generate
     from .seeded_sampling import restore_discarded_generators, skip_offset_rewind
@@ -76,6 +77,7 @@ def install() -> None:
     _wrap(GPUModelRunner, "_bookkeeping_sync", skip_offset_rewind)
     install_serving_hooks(_wrap)
     _wrap(_api_server_entry(), "serve_http", exit_nonzero_on_engine_death)
+    install_program_kv_hooks(_wrap)
 
 
 def _api_server_entry() -> Any:

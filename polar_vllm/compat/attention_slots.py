@@ -26,7 +26,29 @@ __all__ = [
     "call_on_slots",
     "forward_context_tables",
     "make_slot_attention",
+    "slot_layer_name",
+    "slot_of_layer_name",
 ]
+
+_SLOT_MODULE = "polar_slots"
+"""The decoder's ``ModuleDict`` of extra-pass ``Attention`` objects, keyed by slot number."""
+
+
+def slot_layer_name(model_prefix: str, slot: int) -> str:
+    """The layer name of extra-pass KV slot ``slot`` (``pass * D + layer``)."""
+    return f"{model_prefix}.{_SLOT_MODULE}.{slot}"
+
+
+def slot_of_layer_name(layer_name: str, depth: int) -> tuple[int, int]:
+    """``(layer, pass index)`` of a PoLar model's attention layer name: an extra-pass slot
+    (:func:`slot_layer_name`) or a decoder layer's own attention (pass index 0)."""
+    from vllm.model_executor.models.utils import extract_layer_index
+
+    parts = layer_name.split(".")
+    if len(parts) >= 2 and parts[-2] == _SLOT_MODULE:
+        slot = int(parts[-1])
+        return slot % depth, slot // depth
+    return extract_layer_index(layer_name), 0
 
 
 def make_slot_attention(base: nn.Module, prefix: str, vllm_config: Any) -> nn.Module:

@@ -5,7 +5,8 @@ When ``additional_config`` holds ``"polar"``, :func:`polar_engine_config` (insta
 ``EngineArgs.create_engine_config``) makes vLLM build the PoLar subclass of the model's own
 class (and refuses a model of any other architecture) and runs the model eagerly (a CUDA
 graph or compiled graph would freeze one batch's programs) on the V1 model runner (the one
-:mod:`.model_runner` hooks; vLLM may pick its V2 runner on GPUs). Without ``"polar"`` it
+:mod:`.model_runner` hooks; vLLM may pick its V2 runner on GPUs), and refuses vLLM settings
+under which KV blocks cannot follow programs (:mod:`.kv_cache_groups`). Without ``"polar"`` it
 changes nothing.
 """
 
@@ -16,6 +17,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from polar_vllm.compat.kv_cache_groups import check_program_kv_supported
 from polar_vllm.config import polar_settings
 from polar_vllm.models import POLAR_ARCHITECTURES
 
@@ -74,6 +76,7 @@ def polar_engine_config(create_engine_config: Callable[..., Any]) -> Callable[..
         vllm_config = create_engine_config(self, *args, **kwargs)
         if isinstance(self.hf_overrides, PolarArchitectureOverride):
             _check_polar_architecture(vllm_config.model_config.architectures)
+            check_program_kv_supported(vllm_config)
         return vllm_config
 
     return wrapper

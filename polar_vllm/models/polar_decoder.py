@@ -41,6 +41,7 @@ from polar_vllm.compat.attention_slots import (
     call_on_slots,
     forward_context_tables,
     make_slot_attention,
+    slot_layer_name,
 )
 from polar_vllm.config import PolarConfig, polar_settings
 from polar_vllm.executor import BatchPlan, StepPlan, plan_batch, run_plan
@@ -149,7 +150,7 @@ class PolarCausalLMMixin:
             self._slot_names[layer_index, 0] = base.layer_name
             for pass_index in range(1, self.polar_config.slot_passes(layer_index)):
                 slot = pass_index * depth + layer_index
-                name = f"{model_prefix}.polar_slots.{slot}"
+                name = slot_layer_name(model_prefix, slot)
                 self.model.polar_slots[str(slot)] = make_slot_attention(base, name, vllm_config)
                 self._slot_names[layer_index, pass_index] = name
 

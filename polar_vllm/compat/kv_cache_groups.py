@@ -1,0 +1,175 @@
+"""KV-cache groups that follow programs (vLLM 0.32): the engine-core side.
+
+With PoLar on, the model's attention layers (one per (layer, pass) KV slot) are grouped into
+vLLM KV-cache groups as :class:`~polar_vllm.kv_groups.KVGroupLayout` says: ``kv_group_layers``
+consecutive layers of one pass per group. vLLM's hybrid KV cache manager then keeps a block
+table per group, all groups drawing blocks from one shared pool (the groups' KV tensors
+overlay one allocation, a block holding ``kv_group_layers`` layers), and the scheduler side
+(:mod:`.kv_cache_manager`) allocates a request's blocks only in the groups its program enters.
+
+* ``kv_cache_utils.get_kv_cache_groups``: the PoLar grouping (group role
+  :data:`~.kv_cache_manager.POLAR_GROUP_ROLE`, so vLLM manages the groups with
+  :class:`~.kv_cache_manager.ProgramGroupManager`);
+* ``get_kv_cache_configs`` (engine core): ``num_gpu_blocks_override`` keeps its meaning, blocks
+  of the whole model's KV (every slot), so the pool gets that many blocks per group; and the
+  capacity each kind of program gets is logged;
+* :func:`check_program_kv_supported` (engine configuration): refuses, at start, settings under
+  which vLLM would not keep separate groups.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from vllm.logger import init_logger
+
+from polar_vllm.compat.attention_slots import slot_of_layer_name
+from polar_vllm.compat.kv_cache_manager import (
+    POLAR_GROUP_ROLE,
+    ProgramGroupManager,
+    polar_get_computed_blocks,
+    polar_scheduler_init,
+)
+from polar_vllm.config import PolarConfig, PolarConfigError, polar_settings
+from polar_vllm.kv_groups import KVGroupLayout
+from polar_vllm.program import full_program
+
+__all__ = [
+    "check_program_kv_supported",
+    "install_program_kv_hooks",
+    "polar_kv_cache_configs",
+    "polar_kv_cache_groups",
+    "program_kv_tokens",
+]
+
+logger = init_logger(f"vllm.{__name__}")  # under "vllm" for vLLM's log handler
+
+
+def _polar_config(vllm_config: Any) -> PolarConfig | None:
+    settings = polar_settings(vllm_config.additional_config)
+    if settings is None:
+        return None
+    depth = vllm_config.model_config.hf_config.get_text_config().num_hidden_layers
+    return PolarConfig.from_dict(settings, depth)
+
+
+def check_program_kv_supported(vllm_config: Any) -> None:
+    """Refuse vLLM settings under which KV blocks cannot follow programs."""
+    if vllm_config.scheduler_config.disable_hybrid_kv_cache_manager:
+        raise PolarConfigError(
+            "PoLar allocates KV blocks by program through vLLM's hybrid KV cache manager, "
+            "which disable_hybrid_kv_cache_manager (--disable-hybrid-kv-cache-manager, or a "
+            "KV connector without hybrid support) turns off; leave it on with PoLar"
+        )
+    if vllm_config.kv_transfer_config is not None:
+        raise PolarConfigError(
+            "PoLar's KV blocks by program (kv_group_layers) do not support KV connectors "
+            "(kv_transfer_config) yet"
+        )
+
+
+def polar_kv_cache_groups(get_kv_cache_groups: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap ``get_kv_cache_groups`` to group a PoLar model's KV slots by ``kv_group_layers``."""
+
+    @functools.wraps(get_kv_cache_groups)
+    def wrapper(vllm_config: Any, kv_cache_spec: dict[str, Any]) -> Any:
+        config = _polar_config(vllm_config)
+        if config is None or not kv_cache_spec:
+            return get_kv_cache_groups(vllm_config, kv_cache_spec)
+        return _program_groups(config, kv_cache_spec)
+
+    return wrapper
+
+
+def _program_groups(config: PolarConfig, kv_cache_spec: dict[str, Any]) -> list[Any]:
+    """One ``KVCacheGroupSpec`` per group of the layout, its layers in layer order."""
+    from vllm.v1.kv_cache_interface import FullAttentionSpec, KVCacheGroupSpec
+
+    specs = set(kv_cache_spec.values())
+    if len(specs) != 1 or type(next(iter(specs))) is not FullAttentionSpec:
+        raise PolarConfigError(
+            "PoLar's KV blocks by program (kv_group_layers) need every attention layer to "
+            f"have the same full-attention KV cache; this model has {sorted(map(str, specs))}"
+        )
+    layout = KVGroupLayout.from_config(config)
+    names: list[list[tuple[int, str]]] = [[] for _ in layout.groups]
+    for name in kv_cache_spec:
+        layer, pass_index = slot_of_layer_name(name, config.depth)
+        names[layout.group_of(layer, pass_index)].append((layer, name))
+    for group, members in zip(layout.groups, names, strict=True):
+        if len(members) != len(group.layers):
+            raise RuntimeError(
+                f"PoLar KV-cache group {group} found layers {[name for _, name in members]}"
+            )
+    (spec,) = specs
+    return [
+        KVCacheGroupSpec([name for _, name in sorted(members)], spec, role=POLAR_GROUP_ROLE)
+        for members in names
+    ]
+
+
+def program_kv_tokens(num_blocks: int, block_size: int, groups_entered: int) -> int:
+    """Tokens a pool of ``num_blocks`` holds for requests that enter ``groups_entered`` groups
+    (each token takes a block slot in every group it enters)."""
+    return num_blocks * block_size // max(groups_entered, 1)
+
+
+def polar_kv_cache_configs(get_kv_cache_configs: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap the engine core's ``get_kv_cache_configs``: with PoLar, ``num_gpu_blocks_override``
+    counts blocks of every group (as a stock block spans every layer), and the capacity that
+    programs get is logged."""
+
+    @functools.wraps(get_kv_cache_configs)
+    def wrapper(vllm_config: Any, *args: Any, **kwargs: Any) -> Any:
+        config = _polar_config(vllm_config)
+        if config is None:
+            return get_kv_cache_configs(vllm_config, *args, **kwargs)
+        layout = KVGroupLayout.from_config(config)
+        cache_config = vllm_config.cache_config
+        override = cache_config.num_gpu_blocks_override
+        if override is not None:
+            cache_config.num_gpu_blocks_override = override * len(layout.groups)
+        try:
+            kv_cache_configs = get_kv_cache_configs(vllm_config, *args, **kwargs)
+        finally:
+            cache_config.num_gpu_blocks_override = override
+        _log_capacity(kv_cache_configs[0], layout, config)
+        return kv_cache_configs
+
+    return wrapper
+
+
+def _log_capacity(kv_cache_config: Any, layout: KVGroupLayout, config: PolarConfig) -> None:
+    groups = kv_cache_config.kv_cache_groups
+    if not groups:
+        return
+    block_size = groups[0].kv_cache_spec.block_size
+    num_blocks = kv_cache_config.num_blocks
+    full = len(layout.groups_of(full_program(config.depth)))
+    logger.info(
+        "PoLar KV cache: %d groups of %d layers share %d blocks of %d tokens; the full "
+        "program holds %s tokens, a program entering every group %s",
+        len(layout.groups),
+        config.kv_group_layers,
+        num_blocks,
+        block_size,
+        f"{program_kv_tokens(num_blocks, block_size, full):,}",
+        f"{program_kv_tokens(num_blocks, block_size, len(layout.groups)):,}",
+    )
+
+
+def install_program_kv_hooks(wrap: Callable[[Any, str, Callable], None]) -> None:
+    """Install the KV-by-program hooks with the package's ``wrap`` helper (idempotent)."""
+    from vllm.v1.core import kv_cache_utils
+    from vllm.v1.core.kv_cache_manager import KVCacheManager
+    from vllm.v1.core.sched.scheduler import Scheduler
+    from vllm.v1.engine import core
+    from vllm.v1.kv_cache_spec_registry import KVCacheSpecRegistry
+
+    KVCacheSpecRegistry.register_role_manager(POLAR_GROUP_ROLE, ProgramGroupManager)
+    wrap(kv_cache_utils, "get_kv_cache_groups", polar_kv_cache_groups)
+    wrap(core, "get_kv_cache_configs", polar_kv_cache_configs)
+    wrap(Scheduler, "__init__", polar_scheduler_init)
+    wrap(KVCacheManager, "get_computed_blocks", polar_get_computed_blocks)
