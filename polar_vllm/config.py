@@ -2,8 +2,13 @@
 
 Keys (all optional):
 
-* ``predictor``: path to a predictor directory; requests without their own program get the
-  program it predicts (without one they run the full program).
+* ``predictor``: path to a predictor directory, or the name of a shipped predictor; requests
+  without their own program get the program it predicts (without one they run the full
+  program).
+* ``operating_point``: with a candidate predictor, the name of the operating point it runs at
+  (how it trades accuracy for executed layers; e.g. ``"accuracy"`` or ``"efficiency"`` for the
+  shipped Qwen2.5-Coder predictor; default: the one its ``config.yaml`` names). Refused
+  without a predictor; an unknown name stops the engine at start, naming the known ones.
 * ``max_passes``: how many times a program may run one layer (default 2). Each extra pass of a
   layer owns its own KV-cache slot.
 * ``loop_layers``: the layers that may run more than once: ``"all"`` (default), ``"none"``, or
@@ -61,6 +66,7 @@ _KNOWN_KEYS = frozenset(
         "max_delay_s",
         "admission_window_s",
         "kv_group_layers",
+        "operating_point",
     }
 )
 SCHEDULING_POLICIES = ("fcfs", "program_aware")
@@ -90,6 +96,8 @@ class PolarConfig:
         max_delay_s: longest time program-aware admission passes a waiting request over.
         admission_window_s: longest time an idle program-aware engine gathers a burst.
         kv_group_layers: consecutive layers of one pass that share a KV-cache group.
+        operating_point: the candidate predictor's operating point by name (``None``: its
+            default).
     """
 
     depth: int
@@ -101,6 +109,7 @@ class PolarConfig:
     max_delay_s: float = DEFAULT_MAX_DELAY_S
     admission_window_s: float = DEFAULT_ADMISSION_WINDOW_S
     kv_group_layers: int = DEFAULT_KV_GROUP_LAYERS
+    operating_point: str | None = None
 
     @classmethod
     def from_dict(cls, settings: Mapping[str, Any] | None, depth: int) -> PolarConfig:
@@ -137,6 +146,16 @@ class PolarConfig:
             settings, "admission_window_s", scheduling, DEFAULT_ADMISSION_WINDOW_S, zero_ok=True
         )
         kv_group_layers = _parse_kv_group_layers(settings, depth, loop_layers)
+        operating_point = settings.get("operating_point")
+        if operating_point is not None:
+            if not isinstance(operating_point, str) or not operating_point:
+                raise PolarConfigError(
+                    f"polar operating_point must be a name, got {operating_point!r}"
+                )
+            if predictor is None:
+                raise PolarConfigError(
+                    "polar operating_point applies to a predictor's choices: set predictor too"
+                )
         config = cls(
             depth,
             max_passes,
@@ -147,6 +166,7 @@ class PolarConfig:
             max_delay_s,
             admission_window_s,
             kv_group_layers,
+            operating_point,
         )
         config.check_program(default_program)
         return config

@@ -3,9 +3,12 @@ program-aware admission order (no engine needed)."""
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
 from polar_vllm.batching import BURST_QUIET_S, gathering_burst, new_steps, program_aware_order
+from polar_vllm.compat.cli_args import apply_polar_arguments
 from polar_vllm.config import PolarConfig, PolarConfigError, polar_settings
 from polar_vllm.executor import program_steps
 from polar_vllm.program import ProgramError, full_program
@@ -41,11 +44,33 @@ def test_defaults_allow_every_layer_twice():
         ({"scheduling": "program_aware", "admission_window_s": -1}, "admission_window_s must"),
         ({"scheduling": "program_aware", "admission_window_s": "1"}, "admission_window_s must"),
         ({"loop_layers": "0-9", "default_program": "0-29,20"}, "layer 20 may run only once"),
+        ({"operating_point": "efficiency"}, "operating_point applies to a predictor's choices"),
+        ({"predictor": "p", "operating_point": ""}, "operating_point must be a name"),
+        ({"predictor": "p", "operating_point": 0.5}, "operating_point must be a name"),
     ],
 )
 def test_bad_settings_are_named(settings, named):
     with pytest.raises((PolarConfigError, ProgramError), match=named):
         PolarConfig.from_dict(settings, DEPTH)
+
+
+def test_operating_point_setting_and_flag():
+    config = PolarConfig.from_dict({"predictor": "p", "operating_point": "efficiency"}, DEPTH)
+    assert config.operating_point == "efficiency"
+    assert PolarConfig.from_dict({"predictor": "p"}, DEPTH).operating_point is None
+    args = argparse.Namespace(
+        polar=False,
+        polar_predictor="smollm2-135m",
+        polar_operating_point="efficiency",
+        additional_config=None,
+    )
+    apply_polar_arguments(args)
+    assert args.additional_config["polar"]["operating_point"] == "efficiency"
+    args = argparse.Namespace(
+        polar=True, polar_predictor=None, polar_operating_point="x", additional_config=None
+    )
+    with pytest.raises(SystemExit, match="needs --polar-predictor"):
+        apply_polar_arguments(args)
 
 
 def test_max_delay_defaults_and_reads():

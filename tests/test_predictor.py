@@ -47,6 +47,7 @@ from polar_vllm.predictor.selection import (
 )
 from polar_vllm.predictor.settings import TrainSettings, load_settings
 from polar_vllm.predictor.static_skip import layer_importance, static_skip_program
+from polar_vllm.predictor.storage import build_head
 from polar_vllm.predictor.training import encode_set, train_head
 from polar_vllm.program import format_program, full_program, parse_program
 
@@ -640,3 +641,41 @@ def test_candidate_predictor_trains_calibrates_and_falls_back(tmp_path: Path) ->
     with pytest.raises(PredictorError, match="operating points belong to candidate"):
         init_random_predictor(tmp_path / "r", "toy", TOY_DEPTH)
         load_predictor(tmp_path / "r", operating_point="accuracy")
+
+
+def test_front_end_serves_a_candidate_predictor_at_its_operating_point(tmp_path: Path) -> None:
+    """The serving front end loads a candidate predictor at the operating point the PoLar
+    settings name: the likeliest candidate at margin 0, the full program at margin 1."""
+    from polar_vllm.config import PolarConfig
+    from polar_vllm.serving.front_end import PolarFrontEnd
+
+    depth = 30
+    skip = "0-11,13-29"
+    config = PredictorConfig(
+        model="smollm2-135m",
+        depth=depth,
+        head="candidates",
+        candidates=("0-29", skip, "0-9,8-9,10-29"),
+        operating_points={
+            "likeliest": {"length_penalty": 0.0, "margin": 0.0},
+            "never": {"length_penalty": 0.0, "margin": FALLBACK_ALWAYS},
+        },
+        operating_point="likeliest",
+    )
+    head = build_head(config)
+    with torch.no_grad():  # every question: the skip program is the likeliest to be right
+        head.mlp[-1].weight.zero_()
+    head.set_base_rates(torch.tensor([0.3, 0.9, 0.2]))
+    directory = save_predictor(tmp_path / "candidates", config, head)
+    for point, expected in ((None, skip), ("likeliest", skip), ("never", "0-29")):
+        settings = {"predictor": str(directory), "operating_point": point}
+        polar = PolarConfig.from_dict({k: v for k, v in settings.items() if v}, depth)
+        front_end = PolarFrontEnd(polar, "smollm2-135m")
+        resolved = front_end.choose({}, lambda: "Tom has 3 apples and buys 2 more.")
+        assert resolved.source == "predictor"
+        assert resolved.program == parse_program(expected, depth), point
+    with pytest.raises(PredictorError, match="unknown operating point 'fast'"):
+        PolarFrontEnd(
+            PolarConfig.from_dict({"predictor": str(directory), "operating_point": "fast"}, 30),
+            "smollm2-135m",
+        )

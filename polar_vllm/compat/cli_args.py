@@ -1,4 +1,5 @@
-"""``--polar`` and ``--polar-predictor`` for ``vllm serve`` (vLLM 0.32).
+"""``--polar``, ``--polar-predictor`` and ``--polar-operating-point`` for ``vllm serve``
+(vLLM 0.32).
 
 :func:`add_polar_arguments` patches vLLM's serve-argument module (``make_arg_parser`` and
 ``validate_parsed_serve_args``) as soon as it is imported (see :mod:`polar_vllm.cli_hook`):
@@ -32,20 +33,31 @@ def _add_flags(parser: Any) -> Any:
         "--polar-predictor",
         default=None,
         metavar="DIR",
-        help="PoLar predictor directory; implies --polar. Requests without their own "
-        "program run the program it predicts from the prompt.",
+        help="PoLar predictor directory or shipped predictor name; implies --polar. Requests "
+        "without their own program run the program it predicts from the prompt.",
+    )
+    group.add_argument(
+        "--polar-operating-point",
+        default=None,
+        metavar="NAME",
+        help="Operating point of a candidate predictor (how it trades accuracy for executed "
+        "layers, e.g. 'accuracy' or 'efficiency'); needs --polar-predictor.",
     )
     return parser
 
 
 def apply_polar_arguments(args: argparse.Namespace) -> None:
-    """Fold ``--polar`` / ``--polar-predictor`` into ``args.additional_config``.
+    """Fold ``--polar`` / ``--polar-predictor`` / ``--polar-operating-point`` into
+    ``args.additional_config``.
 
     Raises:
-        SystemExit: the predictor is neither a directory nor a shipped predictor's name (the
-            server refuses to start).
+        SystemExit: the predictor is neither a directory nor a shipped predictor's name, or an
+            operating point is given without a predictor (the server refuses to start).
     """
     predictor = getattr(args, "polar_predictor", None)
+    operating_point = getattr(args, "polar_operating_point", None)
+    if operating_point is not None and predictor is None:
+        raise SystemExit("--polar-operating-point needs --polar-predictor")
     if not getattr(args, "polar", False) and predictor is None:
         return
     additional = args.additional_config or {}
@@ -60,6 +72,8 @@ def apply_polar_arguments(args: argparse.Namespace) -> None:
             settings["predictor"] = str(resolve_predictor_dir(predictor).resolve())
         except PredictorError as error:
             raise SystemExit(f"--polar-predictor: {error}") from None
+    if operating_point is not None:
+        settings["operating_point"] = operating_point
     args.additional_config = {**additional, POLAR_CONFIG_KEY: settings}
 
 

@@ -52,7 +52,9 @@ class PolarFrontEnd:
         self.batcher = None
         self._prefetched: dict[str, Program] = {}
         if config.predictor is not None:
-            self.service = predictor_service(config.predictor, config.depth, model_name)
+            self.service = predictor_service(
+                config.predictor, config.depth, model_name, config.operating_point
+            )
             self.batcher = PredictionBatcher(self.service.predict_each)
 
     def needs_prediction(self, extra_args: Mapping[str, Any] | None) -> bool:
@@ -78,7 +80,7 @@ class PolarFrontEnd:
             self._prefetched = {
                 text: program
                 for text, program in zip(unique, predicted, strict=True)
-                if not isinstance(program, Exception)  # predicted again, and failed, per request
+                if not isinstance(program, Exception)  # its requests try again, then fall back
             }
         try:
             yield

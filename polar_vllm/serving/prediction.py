@@ -59,11 +59,18 @@ PREDICTED_PROGRAM: contextvars.ContextVar[Prediction | None] = contextvars.Conte
 class PredictorService:
     """A loaded predictor checked against the served model; predicts one program per text."""
 
-    def __init__(self, directory: str, depth: int, model_name: str) -> None:
+    def __init__(
+        self, directory: str, depth: int, model_name: str, operating_point: str | None = None
+    ) -> None:
         from polar_vllm.predictor import load_predictor
 
         self.directory = directory
-        self.predictor = load_predictor(directory, expected_depth=depth, expected_model=model_name)
+        self.predictor = load_predictor(
+            directory,
+            expected_depth=depth,
+            expected_model=model_name,
+            operating_point=operating_point,
+        )
 
     def predict(self, texts: Sequence[str]) -> list[Program]:
         """The top program for each text, in order (one batched predictor call)."""
@@ -95,9 +102,11 @@ def _exception_of(
 
 
 @functools.cache
-def predictor_service(directory: str, depth: int, model_name: str) -> PredictorService:
-    """The process's predictor for ``directory`` (loaded on first use)."""
-    return PredictorService(directory, depth, model_name)
+def predictor_service(
+    directory: str, depth: int, model_name: str, operating_point: str | None = None
+) -> PredictorService:
+    """The process's predictor for ``directory`` at ``operating_point`` (loaded on first use)."""
+    return PredictorService(directory, depth, model_name, operating_point)
 
 
 class PredictionBatcher:
