@@ -37,6 +37,7 @@ SCRIPTS = {
     "program_batching": "benchmarks/program_batching.py",
     "search_speed": "benchmarks/search_speed.py",
     "throughput": "benchmarks/throughput.py",
+    "kv_capacity": "benchmarks/kv_capacity.py",
     "search": "polar-vllm search",
     "predictor": "polar-vllm eval",
 }
@@ -312,8 +313,26 @@ def _predictor_eval(data: dict[str, Any]) -> str:
     return text + _table(["method", *groups, "layers"], rows)
 
 
+def _kv_capacity(data: dict[str, Any]) -> str:
+    rows = [
+        [
+            row["variant"],
+            f"{row['mean_executed_layers']:.1f}",
+            f"{row['mean_kv_groups_entered']:.1f}",
+            f"{row['kv_capacity_tokens']:,.0f} ({row['capacity_ratio_to_stock']:.2f}x)",
+            f"{row['tokens_per_s']:.1f} ({row['ratio_to_stock']:.2f}x)",
+            f"{row['peak_running']} ({row['peak_ratio_to_stock']:.2f}x)",
+            f"{row['preemptions']:.0f}",
+        ]
+        for row in data["rows"]
+    ]
+    header = ["variant", "layers", "KV groups", "KV capacity, tokens", "tok/s"]
+    return _table([*header, "peak running", "preemptions"], rows)
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "throughput": _throughput,
+    "kv_capacity": _kv_capacity,
     "program_batching": _program_batching,
     "layer_call_cost": _layer_call_cost,
     "executor_core": _executor_core,
