@@ -63,7 +63,9 @@ def server_process(
     model: str, *flags: str, timeout: float = 300, env: dict[str, str] | None = None
 ) -> Iterator[ServerProcess]:
     """A running server; the log is printed if it fails to start. When the block ends, the
-    server's whole session is stopped (SIGTERM, then SIGKILL after 30 s)."""
+    server is asked to stop (SIGTERM to its main process, which stops the processes it
+    started), and after 60 s, or once it has exited, whatever is left of its session is
+    killed."""
     port = free_port()
     env = {
         **os.environ,
@@ -95,13 +97,12 @@ def server_process(
                 time.sleep(1)
         yield ServerProcess(url, process, log_path)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
+        process.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=60)
+        with contextlib.suppress(ProcessLookupError):  # no process of the session is left
             os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        process.wait()
         log.close()
 
 

@@ -14,8 +14,8 @@ as stock, with one deliberate exception (a fix, last in the list):
   (:mod:`.offline`);
 * the OpenAI server's chat handler and app (:mod:`.serving`): the last user message feeds the
   predictor, and the ``/v1/polar/program`` route (alias ``/polar/program``);
-* the API server's ``serve_http``: the server exits with status 1 when its engine died
-  (:mod:`.engine_death`);
+* ``MPClient.shutdown`` and the API server's ``serve_http``: the server exits with status 1
+  when its engine died (:mod:`.engine_death`; the ``MPClient`` wrapper only records the death);
 * ``GPUModelRunner._sample`` / ``_bookkeeping_sync``: seeded requests with chunked prefill on
   CPU rewind their generator by state, where stock vLLM raises and its engine dies
   (:mod:`.seeded_sampling`; active with PoLar off too: it changes only steps that would fail).
@@ -51,11 +51,12 @@ def install() -> None:
     from vllm.engine.arg_utils import EngineArgs
     from vllm.entrypoints.llm import LLM
     from vllm.v1.engine.async_llm import AsyncLLM
+    from vllm.v1.engine.core_client import MPClient
     from vllm.v1.engine.input_processor import InputProcessor
     from vllm.v1.worker.gpu_model_runner import GPUModelRunner
 
     from .engine_args import polar_engine_config
-    from .engine_death import exit_nonzero_on_engine_death
+    from .engine_death import exit_nonzero_on_engine_death, record_engine_death
     from .input_processor import (
         polar_add_request,
         polar_input_processor_init,
@@ -76,6 +77,7 @@ def install() -> None:
     _wrap(GPUModelRunner, "_sample", restore_discarded_generators)
     _wrap(GPUModelRunner, "_bookkeeping_sync", skip_offset_rewind)
     install_serving_hooks(_wrap)
+    _wrap(MPClient, "shutdown", record_engine_death)
     _wrap(_api_server_entry(), "serve_http", exit_nonzero_on_engine_death)
     install_program_kv_hooks(_wrap)
 
