@@ -60,6 +60,7 @@ def server(smollm2_dir: str, fragile_predictor: Path) -> Iterator[ServerProcess]
     )  # fmt: skip
     with server_process(smollm2_dir, *flags) as running:
         yield running
+    assert running.process.returncode == 0, "a server asked to stop exits with status 0"
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +141,7 @@ def test_stock_engine_samples_seeded_requests_through_chunked_prefill(stock_llm,
     """PoLar off: a batch of seeded requests with more prompt tokens than one step holds."""
     from vllm import SamplingParams
 
-    prompts = [f"Story {index}. {LONG_STORY * 3}" for index in range(64)]
+    prompts = [f"Story {index}. {LONG_STORY * 3}" for index in range(48)]
     budget = stock_llm.llm_engine.vllm_config.scheduler_config.max_num_batched_tokens
     assert sum(len(tokenizer(p).input_ids) for p in prompts) > budget
     params = [SamplingParams(max_tokens=2, temperature=0.8, seed=i) for i in range(len(prompts))]
@@ -205,15 +206,23 @@ def test_failing_predictor_falls_back_to_the_default_program(server, client, mod
     before = server_metrics(server.url, "polar_")
 
     async def route_concurrently() -> list[tuple[int, dict]]:
-        bodies = [{"prompt": long_prompt}, {"prompt": "Hi"}, {"prompt": "Name a color."}]
+        bodies = [
+            {"prompt": long_prompt},
+            {"prompt": "a lone surrogate \ud800 the encoder's tokenizer refuses"},
+            {"prompt": "Hi"},
+            {"prompt": "Name a color."},
+        ]
         return await asyncio.gather(
             *(asyncio.to_thread(post_json, url, body, API_KEY) for body in bodies)
         )
 
-    (failed, failed_body), *others = asyncio.run(route_concurrently())
-    assert failed == 200
-    assert (failed_body["program"], failed_body["source"]) == ("0-29", "default")
-    assert "RuntimeError" in failed_body["predictor_error"]
+    (too_long, too_long_body), (malformed, malformed_body), *others = asyncio.run(
+        route_concurrently()
+    )
+    assert (too_long, too_long_body["program"], too_long_body["source"]) == (200, "0-29", "default")
+    assert "RuntimeError" in too_long_body["predictor_error"]
+    assert (malformed, malformed_body["source"]) == (200, "default")
+    assert "TypeError" in malformed_body["predictor_error"]
     assert [(status, body["source"]) for status, body in others] == [(200, "predictor")] * 2
 
     reply = client.completions.create(
@@ -225,9 +234,26 @@ def test_failing_predictor_falls_back_to_the_default_program(server, client, mod
     def delta(name: str) -> float:
         return after.get(name, 0.0) - before.get(name, 0.0)
 
-    assert delta("polar_predictor_failures_total") == 2  # the route's and the completion's
+    assert delta("polar_predictor_failures_total") == 3  # the route's two, the completion's
     assert delta('polar_requests_total{source="default"}') == 1
     assert delta("polar_executed_layers_sum") == 30
+    _still_serves(client, model_name)
+
+
+def test_prompt_with_a_lone_surrogate_is_http_400(server, client, model_name):
+    """A prompt no tokenizer can encode: vLLM's own tokenizer refuses it before the predictor
+    sees it, with HTTP 400, for completions and chat alike."""
+    text = "a lone surrogate \ud800 in the prompt"  # sent as the JSON escape "\ud800"
+    bodies = {
+        "/v1/completions": {"model": model_name, "prompt": text, "max_tokens": 2},
+        "/v1/chat/completions": {
+            "model": model_name,
+            "messages": [{"role": "user", "content": text}],
+            "max_tokens": 2,
+        },
+    }
+    for path, body in bodies.items():
+        assert post_json(f"{server.url}{path}", body, API_KEY)[0] == 400, path
     _still_serves(client, model_name)
 
 

@@ -31,7 +31,7 @@ from polar_vllm.serving.prediction import (
 
 __all__ = ["PolarFrontEnd", "prompt_text"]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(f"vllm.{__name__}")  # vLLM's handler: the server's log
 
 
 def prompt_text(prompt: Any) -> str | None:
