@@ -36,5 +36,8 @@ def test_server_exits_nonzero_without_orphans_when_its_engine_dies(smollm2_dir):
         deadline = time.monotonic() + 30
         while (left := server.session_processes()) and time.monotonic() < deadline:
             time.sleep(0.5)
-        assert returncode != 0, f"exit status 0 after {exited_after:.1f} s"
+        assert returncode == 1, f"exit status {returncode} after {exited_after:.1f} s"
+        log = server.log_path.read_text()
+        assert "the server exits with status 1" in log  # PoLar's exit, not a crash
+        assert "\nTraceback" not in log
         assert left == [], [psutil.Process(pid).cmdline() for pid in left]

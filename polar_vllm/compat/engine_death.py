@@ -65,9 +65,10 @@ def exit_nonzero_on_engine_death(serve_http: Callable[..., Any]) -> Callable[...
 
     @functools.wraps(serve_http)
     async def wrapper(app: Any, *args: Any, **kwargs: Any) -> Any:
-        shutdown = await serve_http(app, *args, **kwargs)
+        # Read the app's state now: it is gone once the server has shut down.
         server_args = getattr(app.state, "args", None)
         engine_client = getattr(app.state, "engine_client", None)
+        shutdown = await serve_http(app, *args, **kwargs)
         if (
             engine_client is None
             or polar_settings(getattr(server_args, "additional_config", None)) is None
