@@ -600,7 +600,9 @@ def test_speed_benchmark_reference_side(tmp_path):
     named = module.variants(args, parser)
     assert list(named) == ["qwen_study", "qwen_labels"]
     assert [c.dtype for c in named.values()] == ["float32", "bfloat16"]
-    assert named["qwen_labels"].engine_args()["max_num_seqs"] == 512
+    labels_config = load_search_config(CONFIGS / "qwen_labels.yaml")
+    assert labels_config.max_num_seqs is not None
+    assert named["qwen_labels"].engine_args()["max_num_seqs"] == labels_config.max_num_seqs
     args.configs = f"{CONFIGS / 'qwen_study.yaml'},{CONFIGS / 'smollm2_study.yaml'}"
     with pytest.raises(SystemExit):
         module.variants(args, parser)
