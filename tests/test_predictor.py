@@ -50,6 +50,7 @@ from polar_vllm.predictor.static_skip import layer_importance, static_skip_progr
 from polar_vllm.predictor.storage import build_head
 from polar_vllm.predictor.training import encode_set, train_head
 from polar_vllm.program import format_program, full_program, parse_program
+from polar_vllm.search.labels import LabelRecord
 
 REPO = Path(__file__).resolve().parents[1]
 TOY_DEPTH = 8
@@ -190,20 +191,9 @@ def test_load_errors(
 
 
 def _record(rid: str, question: str, programs: list[str], depth: int = TOY_DEPTH) -> str:
-    valid = [list(parse_program(p, depth)) for p in programs]
-    return json.dumps(
-        {
-            "id": rid,
-            "level": 1,
-            "question": question,
-            "answer": "1",
-            "model": "toy",
-            "depth": depth,
-            "base_correct": True,
-            "evaluated": [{"program": v, "correct": True} for v in valid],
-            "valid_programs": valid,
-        }
-    )
+    """A label file line whose valid programs are ``programs`` (all evaluated, all right)."""
+    evaluated = tuple((parse_program(p, depth), True) for p in programs)
+    return json.dumps(LabelRecord(rid, question, "1", 1, "toy", depth, True, evaluated).to_json())
 
 
 def test_label_targets_canonical_weights_and_filtering(tmp_path: Path) -> None:
@@ -502,23 +492,12 @@ NEVER_PROGRAM = "0-1,4-7"  # right for no question
 
 def _dense_record(rid: str, question: str, right: set[str]) -> str:
     """A dense label record: every toy candidate evaluated, ``right`` the correct ones."""
-    evaluated = [
-        {"program": list(parse_program(p, TOY_DEPTH)), "correct": p in right}
+    evaluated = tuple(
+        (parse_program(p, TOY_DEPTH), p in right)
         for p in ("full", APPLE_PROGRAM, PEAR_PROGRAM, NEVER_PROGRAM)
-    ]
-    return json.dumps(
-        {
-            "id": rid,
-            "level": 1,
-            "question": question,
-            "answer": "1",
-            "model": "toy",
-            "depth": TOY_DEPTH,
-            "base_correct": "full" in right,
-            "evaluated": evaluated,
-            "valid_programs": [e["program"] for e in evaluated if e["correct"]],
-        }
     )
+    record = LabelRecord(rid, question, "1", 1, "toy", TOY_DEPTH, "full" in right, evaluated)
+    return json.dumps(record.to_json())
 
 
 def _dense_labels(path: Path, phrases: list[str], names: list[str]) -> Path:

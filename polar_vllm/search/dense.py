@@ -22,7 +22,7 @@ from tqdm import tqdm
 from polar_vllm.generation import ProgramGenerator
 from polar_vllm.program import Program, full_program
 from polar_vllm.search.actions import ActionSpace
-from polar_vllm.search.runner import QuestionResult, SearchQuestion, SearchStats, evaluate_pairs
+from polar_vllm.search.runner import QuestionResult, SearchQuestion, SearchStats, store_missing
 from polar_vllm.search.store import EvaluationStore
 
 __all__ = ["candidate_programs", "score_questions"]
@@ -79,12 +79,7 @@ def score_questions(
                 (q, p) for q in chunk for p in programs if store.get(q.problem.id, p) is None
             ]
             stats.reused += len(chunk) * len(programs) - len(missing)
-            if missing:
-                call_started = time.perf_counter()
-                store.add(evaluate_pairs(missing, generator, max_tokens))
-                stats.generate_seconds += time.perf_counter() - call_started
-                stats.generate_calls += 1
-                stats.generated += len(missing)
+            store_missing(missing, generator, store, stats, max_tokens)
             stats.rounds += 1
             bar.update(len(chunk) * len(programs))
     stats.seconds = time.perf_counter() - started

@@ -27,7 +27,14 @@ from polar_vllm.search.actions import ActionSpace
 from polar_vllm.search.mcts import MctsSettings, ProgramSearch
 from polar_vllm.search.store import Evaluation, EvaluationStore
 
-__all__ = ["QuestionResult", "SearchQuestion", "SearchStats", "evaluate_pairs", "search_questions"]
+__all__ = [
+    "QuestionResult",
+    "SearchQuestion",
+    "SearchStats",
+    "evaluate_pairs",
+    "search_questions",
+    "store_missing",
+]
 
 
 @dataclass(frozen=True)
@@ -82,6 +89,24 @@ def evaluate_pairs(
     return out
 
 
+def store_missing(
+    missing: Sequence[tuple[SearchQuestion, Program]],
+    generator: ProgramGenerator,
+    store: EvaluationStore,
+    stats: SearchStats,
+    max_tokens: int,
+) -> None:
+    """Evaluate the ``missing`` pairs in one generator call (none when empty), store them and
+    count the call in ``stats``."""
+    if not missing:
+        return
+    call_started = time.perf_counter()
+    store.add(evaluate_pairs(missing, generator, max_tokens))
+    stats.generate_seconds += time.perf_counter() - call_started
+    stats.generate_calls += 1
+    stats.generated += len(missing)
+
+
 def search_questions(
     questions: Sequence[SearchQuestion],
     generator: ProgramGenerator,
@@ -132,12 +157,7 @@ def search_questions(
             ]
             proposed = sum(len(programs) for _, programs in proposals)
             stats.reused += proposed - len(missing)
-            if missing:
-                call_started = time.perf_counter()
-                store.add(evaluate_pairs(missing, generator, max_tokens))
-                stats.generate_seconds += time.perf_counter() - call_started
-                stats.generate_calls += 1
-                stats.generated += len(missing)
+            store_missing(missing, generator, store, stats, max_tokens)
             stats.rounds += 1
             finished = 0
             for q, programs in proposals:
