@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from polar_vllm.predictor.config import PredictorConfig
+from polar_vllm.predictor.config import PredictorConfig, model_matches
 from polar_vllm.predictor.encoder import TextEncoder
 from polar_vllm.predictor.errors import PredictorError
 from polar_vllm.predictor.labels import read_labels
@@ -38,6 +38,7 @@ from polar_vllm.predictor.training import (
     EncodedSet,
     TrainResult,
     encode_questions,
+    of_levels,
     plot_losses,
     train_head,
 )
@@ -152,13 +153,21 @@ def train_candidates(
             "a candidate predictor needs dense training labels (train: labels) and dense "
             "validation labels (train: val_labels) to choose its operating points on"
         )
-    levels = options.levels
-    train_records = [r for r in read_labels(options.labels) if levels is None or r.level in levels]
-    val_records = [
-        r for r in read_labels(options.val_labels) if levels is None or r.level in levels
-    ]
+    train_records = of_levels(read_labels(options.labels), options.levels)
+    val_records = of_levels(read_labels(options.val_labels), options.levels)
+    if not train_records or not val_records:
+        raise PredictorError(
+            f"no dense {'training' if not train_records else 'validation'} label records"
+            + ("" if options.levels is None else f" of levels {options.levels}")
+        )
     programs = candidate_set_of([*train_records, *val_records])
     depth = train_records[0].depth
+    for record in (*train_records, *val_records):
+        if record.depth != depth or not model_matches(settings.model, record.model):
+            raise PredictorError(
+                f"label {record.id!r} is for model {record.model!r} of depth {record.depth}, "
+                f"expected {settings.model!r} of depth {depth}"
+            )
     config = PredictorConfig(
         model=settings.model,
         depth=depth,
