@@ -63,7 +63,9 @@ class CalibratedPoint:
     full_share: float
 
 
-def _utilities(probs: torch.Tensor, lengths: torch.Tensor, depth: int, point: OperatingPoint):
+def _utilities(
+    probs: torch.Tensor, lengths: torch.Tensor, depth: int, point: OperatingPoint
+) -> torch.Tensor:
     return probs - point.length_penalty * lengths.to(probs.dtype) / depth
 
 
