@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from polar_vllm.config_loading import check_keys, check_mapping, field_names
 from polar_vllm.predictor.errors import PredictorError
 from polar_vllm.program import (
     MAX_SEGMENT_LEN,
@@ -188,30 +189,22 @@ class PredictorConfig:
     @classmethod
     def from_dict(cls, record: dict[str, Any], source: str = CONFIG_FILE) -> PredictorConfig:
         """Build from a YAML record; raises :class:`PredictorError` naming ``source``."""
-        if not isinstance(record, dict):
-            raise PredictorError(
-                f"predictor config {source} must be a YAML mapping, got {type(record).__name__}"
-            )
+        where = f"predictor config {source}"
+        check_mapping(record, where, PredictorError, "a YAML mapping")
         version = record.get("format_version")
         if version != FORMAT_VERSION:
             raise PredictorError(
                 f"predictor config {source} has format_version {version!r}; this polar-vllm "
                 f"reads format_version {FORMAT_VERSION}"
             )
-        known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in record.items() if k != "format_version"}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise PredictorError(f"predictor config {source} has unknown keys {unknown}")
-        missing = [name for name in ("model", "depth") if name not in values]
-        if missing:
-            raise PredictorError(f"predictor config {source} is missing keys {missing}")
+        check_keys(values, field_names(cls), where, PredictorError, required=("model", "depth"))
         try:
             return cls(**values)
         except PredictorError as e:
             raise PredictorError(f"{e} (in {source})") from None
         except TypeError as e:
-            raise PredictorError(f"predictor config {source} is malformed: {e}") from None
+            raise PredictorError(f"{where} is malformed: {e}") from None
 
 
 def read_config(path: Path) -> PredictorConfig:

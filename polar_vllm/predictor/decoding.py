@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from polar_vllm.predictor.config import OP_SPACE
+from polar_vllm.predictor.config import OP_SPACE, PredictorConfig
 from polar_vllm.program import PolarForm, Program, SegmentOp
 
 __all__ = ["DecodeOptions", "ScoredProgram", "decode", "decode_boundaries", "search_ops"]
@@ -30,14 +30,14 @@ _OPS = tuple(SegmentOp(op) for op in OP_SPACE)
 
 @dataclass(frozen=True)
 class DecodeOptions:
-    """Decoding settings (defaults as in the paper)."""
+    """Decoding settings (defaults as in the paper: those of :class:`PredictorConfig`)."""
 
-    boundary_threshold: float = 0.5
-    max_segment_len: int = 4
-    beam_width: int = 5
-    ops_per_segment: int = 2
+    boundary_threshold: float = PredictorConfig.boundary_threshold
+    max_segment_len: int = PredictorConfig.max_segment_len
+    beam_width: int = PredictorConfig.beam_width
+    ops_per_segment: int = PredictorConfig.ops_per_segment
     length_aware: bool = False
-    length_penalty: float = 0.1
+    length_penalty: float = PredictorConfig.length_penalty
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,9 @@ class ScoredProgram:
 
 
 def decode_boundaries(
-    boundary_logits: Sequence[float], threshold: float = 0.5, max_segment_len: int = 4
+    boundary_logits: Sequence[float],
+    threshold: float = DecodeOptions.boundary_threshold,
+    max_segment_len: int = DecodeOptions.max_segment_len,
 ) -> tuple[bool, ...]:
     """Boundary bits from logits: ``p > threshold`` starts a segment, layer 0 always does,
     and segments longer than ``max_segment_len`` are split from the left."""

@@ -12,7 +12,6 @@ Relative paths are taken from the current directory. Unknown keys are errors.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from polar_vllm.config_loading import check_keys, check_mapping, field_names, record_from_mapping
 from polar_vllm.predictor.config import DEFAULT_ENCODER, HEADS
 from polar_vllm.predictor.errors import PredictorError
 
@@ -154,21 +154,11 @@ _T = TypeVar("_T")
 
 
 def _build(cls: type[_T], values: Any, where: str) -> _T:
-    if values is None:
-        values = {}
-    if not isinstance(values, dict):
-        raise PredictorError(f"{where} must be a mapping, got {type(values).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise PredictorError(f"{where} has unknown keys {unknown} (known: {sorted(fields)})")
+    values = check_mapping({} if values is None else values, where, PredictorError)
     converted = {
         key: tuple(value) if isinstance(value, list) else value for key, value in values.items()
     }
-    try:
-        return cls(**converted)
-    except TypeError as e:
-        raise PredictorError(f"{where} is malformed: {e}") from None
+    return record_from_mapping(cls, converted, where, PredictorError)
 
 
 def load_settings(path: str | os.PathLike[str]) -> RunSettings:
@@ -178,14 +168,11 @@ def load_settings(path: str | os.PathLike[str]) -> RunSettings:
         record = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as e:
         raise PredictorError(f"run config {path} cannot be read: {e}") from None
-    if not isinstance(record, dict):
-        raise PredictorError(f"run config {path} must be a YAML mapping")
-    missing = [key for key in ("model", "predictor_dir") if key not in record]
-    if missing:
-        raise PredictorError(f"run config {path} is missing keys {missing}")
-    unknown = sorted(set(record) - {"model", "predictor_dir", "train", "eval"})
-    if unknown:
-        raise PredictorError(f"run config {path} has unknown keys {unknown}")
+    where = f"run config {path}"
+    check_mapping(record, where, PredictorError, "a YAML mapping")
+    check_keys(
+        record, field_names(RunSettings), where, PredictorError, required=("model", "predictor_dir")
+    )
     return RunSettings(
         model=str(record["model"]),
         predictor_dir=str(record["predictor_dir"]),
