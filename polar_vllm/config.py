@@ -39,11 +39,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from polar_vllm.config_loading import check_keys, check_mapping, field_names
 from polar_vllm.program import Program, ProgramError, full_program, parse_program
 
 __all__ = [
     "POLAR_CONFIG_KEY",
     "PROGRAM_ARG",
+    "QUESTION_ARG",
     "SCHEDULING_POLICIES",
     "PolarConfig",
     "PolarConfigError",
@@ -56,19 +58,10 @@ POLAR_CONFIG_KEY = "polar"
 PROGRAM_ARG = "polar_program"
 """The ``SamplingParams.extra_args`` key that carries a request's program."""
 
-_KNOWN_KEYS = frozenset(
-    {
-        "predictor",
-        "max_passes",
-        "loop_layers",
-        "default_program",
-        "scheduling",
-        "max_delay_s",
-        "admission_window_s",
-        "kv_group_layers",
-        "operating_point",
-    }
-)
+QUESTION_ARG = "polar_question"
+"""The ``SamplingParams.extra_args`` key that carries the text the predictor reads for a
+request, when it is not the prompt (e.g. the question inside a chat-templated prompt)."""
+
 SCHEDULING_POLICIES = ("fcfs", "program_aware")
 DEFAULT_MAX_DELAY_S = 30.0
 """How long, by default, program-aware admission may pass a waiting request over."""
@@ -115,12 +108,7 @@ class PolarConfig:
     def from_dict(cls, settings: Mapping[str, Any] | None, depth: int) -> PolarConfig:
         """Parse ``additional_config["polar"]`` (``None`` or ``{}`` gives the defaults)."""
         settings = dict(settings or {})
-        unknown = sorted(set(settings) - _KNOWN_KEYS)
-        if unknown:
-            raise PolarConfigError(
-                f"additional_config['polar'] has unknown key(s) {unknown}; "
-                f"known keys: {sorted(_KNOWN_KEYS)}"
-            )
+        check_keys(settings, _SETTING_KEYS, _WHERE, PolarConfigError)
         max_passes = settings.get("max_passes", 2)
         if not isinstance(max_passes, int) or isinstance(max_passes, bool) or max_passes < 1:
             raise PolarConfigError(f"polar max_passes must be an integer >= 1, got {max_passes!r}")
@@ -195,6 +183,11 @@ class PolarConfig:
         return full_program(self.depth)
 
 
+_SETTING_KEYS = field_names(PolarConfig) - {"depth"}
+"""The keys of ``additional_config["polar"]``: every setting but the model's depth."""
+_WHERE = f"additional_config[{POLAR_CONFIG_KEY!r}]"
+
+
 def _parse_seconds(
     settings: Mapping[str, Any], key: str, scheduling: str, default: float, zero_ok: bool = False
 ) -> float:
@@ -260,8 +253,4 @@ def polar_settings(additional_config: Mapping[str, Any] | None) -> Mapping[str, 
     settings = additional_config[POLAR_CONFIG_KEY]
     if settings is None or settings is True:
         return {}
-    if not isinstance(settings, Mapping):
-        raise PolarConfigError(
-            f"additional_config['polar'] must be a dict of settings, got {settings!r}"
-        )
-    return settings
+    return check_mapping(settings, _WHERE, PolarConfigError, "a dict of settings")

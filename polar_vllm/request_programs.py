@@ -18,7 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from polar_vllm.config import PROGRAM_ARG, PolarConfig
+from polar_vllm.config import PROGRAM_ARG, QUESTION_ARG, PolarConfig
+from polar_vllm.config_loading import check_keys
 from polar_vllm.program import Program, ProgramError, format_program, parse_program
 
 __all__ = [
@@ -30,7 +31,7 @@ __all__ = [
     "resolve_request_program",
 ]
 
-KNOWN_REQUEST_KEYS = frozenset({PROGRAM_ARG})
+KNOWN_REQUEST_KEYS = frozenset({PROGRAM_ARG, QUESTION_ARG})
 """The ``polar_*`` keys a request's ``extra_args`` may carry."""
 
 ProgramSource = Literal["request", "predictor", "default"]
@@ -92,17 +93,16 @@ def resolve_request_program(
     Raises:
         ProgramError: the request's program is too large (:func:`check_program_size`),
             malformed, does not fit the model, uses a layer more often than the server's KV
-            slots allow, or ``extra_args`` has an unknown ``polar_*`` key. The message names
+            slots allow, ``extra_args`` has an unknown ``polar_*`` key or a question that is
+            not text. The message names
             the problem.
     """
     extra_args = extra_args or {}
-    unknown = sorted(
-        key for key in extra_args if key.startswith("polar") and key not in KNOWN_REQUEST_KEYS
-    )
-    if unknown:
-        raise ProgramError(
-            f"polar request has unknown key(s) {unknown}; known: {sorted(KNOWN_REQUEST_KEYS)}"
-        )
+    polar_keys = [key for key in extra_args if key.startswith("polar")]
+    check_keys(polar_keys, KNOWN_REQUEST_KEYS, "polar request", ProgramError)
+    question = extra_args.get(QUESTION_ARG)
+    if question is not None and not isinstance(question, str):
+        raise ProgramError(f"{QUESTION_ARG} must be text, got {type(question).__name__}")
     spec = extra_args.get(PROGRAM_ARG)
     if spec is not None:
         if not isinstance(spec, (str, list, tuple)):

@@ -14,6 +14,7 @@ import pytest
 import yaml
 from engine_checks import generate, vllm_engine
 from server_process import failed_start, polar_metrics, post_json, vllm_server
+from vllm import SamplingParams
 
 from polar_vllm.compat.input_processor import polar_front_end
 from polar_vllm.offline import polar_program
@@ -78,6 +79,30 @@ def test_offline_llm_runs_predicted_programs(predictor_llm, polar_llm, expected_
     (own_output,) = generate(predictor_llm, [(PROMPTS[0], "0-9,8-9,10-29")], MAX_TOKENS)
     (own_expected,) = generate(polar_llm, [(PROMPTS[0], "0-9,8-9,10-29")], MAX_TOKENS)
     assert own_output.outputs[0].token_ids == own_expected.outputs[0].token_ids
+
+
+def test_offline_predictor_reads_polar_question(predictor_llm, polar_llm, expected_programs):
+    """A chat-templated prompt carries its question in ``polar_question``: the predictor reads
+    the question, not the template, and a question that is not text is refused."""
+    templated = [f"<|user|>\n{prompt}\n<|assistant|>\n" for prompt in PROMPTS]
+    for text, prompt in zip(templated, PROMPTS, strict=True):
+        resolved = polar_program(predictor_llm, text, question=prompt)
+        assert resolved.text == expected_programs[prompt]
+    params = [
+        SamplingParams(max_tokens=MAX_TOKENS, temperature=0, extra_args={"polar_question": p})
+        for p in PROMPTS
+    ]
+    predicted = predictor_llm.generate(templated, params, use_tqdm=False)
+    expected = generate(
+        polar_llm,
+        [(text, expected_programs[p]) for text, p in zip(templated, PROMPTS, strict=True)],
+        MAX_TOKENS,
+    )
+    for got, want in zip(predicted, expected, strict=True):
+        assert got.outputs[0].token_ids == want.outputs[0].token_ids
+    bad = SamplingParams(max_tokens=2, extra_args={"polar_question": 7})
+    with pytest.raises(ValueError, match="polar_question must be text, got int"):
+        predictor_llm.generate([templated[0]], bad, use_tqdm=False)
 
 
 def test_offline_helper_refuses_stock_llm(stock_llm):

@@ -83,7 +83,7 @@ def polar_process_inputs(process_inputs: Callable[..., Any]) -> Callable[..., An
 
         try:
             resolved = front_end.resolve(
-                extra_args, lambda: front_end.question(prompt, decode_prompt)
+                extra_args, lambda: front_end.question(prompt, decode_prompt, extra_args)
             )
         except ProgramError as error:
             raise PolarRequestError(
@@ -114,7 +114,7 @@ def polar_add_request(add_request: Callable[..., Any]) -> Callable[..., Any]:
             or not (front_end.needs_prediction(extra_args))
         ):
             return await add_request(self, request_id, prompt, params, *args, **kwargs)
-        text = front_end.question(prompt)
+        text = front_end.question(prompt, extra_args=extra_args)
         token = PREDICTED_PROGRAM.set(await front_end.predict_async(text))
         try:
             return await add_request(self, request_id, prompt, params, *args, **kwargs)

@@ -12,8 +12,6 @@ import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from polar_vllm.serving.front_end import prompt_text
-
 __all__ = ["polar_generate"]
 
 
@@ -29,8 +27,9 @@ def _questions_to_predict(front_end: Any, prompts: Any, sampling_params: Any) ->
     params_list = _as_list(sampling_params, len(prompt_list))
     texts = []
     for prompt, params in zip(prompt_list, params_list, strict=False):
-        text = prompt_text(prompt)
-        if text is not None and front_end.needs_prediction(getattr(params, "extra_args", None)):
+        extra_args = getattr(params, "extra_args", None)
+        text = front_end.question(prompt, extra_args=extra_args)
+        if text and front_end.needs_prediction(extra_args):  # token-only prompts: one by one
             texts.append(text)
     return texts
 

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from polar_vllm.config import PROGRAM_ARG, PolarConfig
+from polar_vllm.config import PROGRAM_ARG, QUESTION_ARG, PolarConfig
 from polar_vllm.program import Program
 from polar_vllm.request_programs import ResolvedProgram, resolve_request_program
 from polar_vllm.serving.metrics import observe_predictor_failure, observe_request_program
@@ -61,10 +61,16 @@ class PolarFrontEnd:
         """Whether a request with ``extra_args`` gets its program from the predictor."""
         return self.service is not None and PROGRAM_ARG not in (extra_args or {})
 
-    def question(self, prompt: Any, decode: Any = None) -> str:
-        """The text the predictor reads: the serving layer's question (the last user message
-        of a chat request), else the prompt text, else the decoded prompt tokens."""
-        text = QUESTION_TEXT.get() or prompt_text(prompt)
+    def question(
+        self, prompt: Any, decode: Any = None, extra_args: Mapping[str, Any] | None = None
+    ) -> str:
+        """The text the predictor reads: the request's own ``polar_question``, else the serving
+        layer's question (the last user message of a chat request), else the prompt text,
+        else the decoded prompt tokens."""
+        given = (extra_args or {}).get(QUESTION_ARG)
+        # a question that is not text is refused later, by resolve_request_program
+        text = (given if isinstance(given, str) else None) or QUESTION_TEXT.get()
+        text = text or prompt_text(prompt)
         if text is None and decode is not None:
             text = decode()
         return text or ""
