@@ -18,6 +18,7 @@ from polar_vllm.predictor.candidate_training import (
 from polar_vllm.predictor.errors import PredictorError
 from polar_vllm.predictor.evaluation import EvalItem, evaluate, write_results
 from polar_vllm.predictor.labels import read_labels
+from polar_vllm.predictor.oracle import oracle_summary
 from polar_vllm.predictor.selection import OperatingPoint
 from polar_vllm.predictor.settings import EvalSettings, RunSettings
 from polar_vllm.predictor.static_skip import layer_importance, static_skip_program
@@ -179,5 +180,8 @@ def run_eval(settings: RunSettings) -> dict[str, Any]:
         "static_programs": {name: format_program(p) for name, p in static_programs.items()},
         **results,
     }
+    if options.oracle_labels:
+        oracle_records = read_labels(options.oracle_labels)
+        results["oracle"] = oracle_summary(oracle_records, results["items"], depth)
     write_results(results, options.output)
     return results

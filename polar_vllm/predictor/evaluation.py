@@ -242,8 +242,8 @@ def plot_results(results: dict[str, Any], path: str | os.PathLike[str]) -> None:
 
 def plot_frontier(results: dict[str, Any], path: str | os.PathLike[str]) -> None:
     """Pass@1 against mean executed layers on the in-distribution questions, as PNG: the
-    predictor's operating points (``frontier@i`` joined by a line, named points labelled) and
-    every baseline as a marker."""
+    predictor's operating points (``frontier@i`` joined by a line, named points labelled),
+    every baseline as a marker, and the oracle of the searched test questions if any."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -264,6 +264,12 @@ def plot_frontier(results: dict[str, Any], path: str | os.PathLike[str]) -> None
             row["avg_layers"], row["pass@1"], marker="*" if polar else "o", s=90 if polar else 45
         )
         ax.annotate(name, (row["avg_layers"], row["pass@1"]), textcoords="offset points",
+                    xytext=(5, 4), fontsize=8)  # fmt: skip
+    oracle = results.get("oracle")
+    if oracle:  # measured on a subset of the test questions: labelled with its size
+        ax.scatter(oracle["avg_layers"], oracle["pass@1"], marker="P", s=90, color="black")
+        ax.annotate(f"oracle ({oracle['questions']} searched test q)",
+                    (oracle["avg_layers"], oracle["pass@1"]), textcoords="offset points",
                     xytext=(5, 4), fontsize=8)  # fmt: skip
     ax.axvline(results["depth"], color="grey", linewidth=0.8, linestyle=":")
     ax.set_xlabel("mean executed layers")

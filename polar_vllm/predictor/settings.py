@@ -105,6 +105,8 @@ class EvalSettings:
         frontier_points: A candidate predictor also runs at up to this many operating points
             of its validation frontier (``frontier@i``), tracing its accuracy-layers frontier
             on the test questions.
+        oracle_labels: Label files of a search over some of the test questions, for
+            reporting only: the oracle upper bound on those questions (``oracle``).
         output: JSON result path; the plots go next to it (``.png``, ``_frontier.png``).
     """
 
@@ -127,6 +129,7 @@ class EvalSettings:
     dense_labels: tuple[str, ...] = ()
     efficiency_layers: float = 0.85
     frontier_points: int = 0
+    oracle_labels: tuple[str, ...] = ()
     output: str = "runs/predictor/eval.json"
 
     def __post_init__(self) -> None:
