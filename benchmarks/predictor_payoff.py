@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import engine_settings, machine_record
 
 from polar_vllm.compat.shutdown import shutdown_engine
+from polar_vllm.config import QUESTION_ARG
 from polar_vllm.data import answers_match, build_prompt, extract_answer
 from polar_vllm.predictor import load_predictor, predict_programs
 from polar_vllm.predictor.eval_run import build_items, model_directory
@@ -47,13 +48,19 @@ RESULTS = Path(__file__).resolve().parent / "results" / "predictor_payoff"
 STOCK = "stock"
 
 
-def timed_generate(llm: Any, prompts: list[str], max_tokens: int) -> tuple[float, list[Any]]:
+def timed_generate(
+    llm: Any, prompts: list[str], questions: list[str], max_tokens: int
+) -> tuple[float, list[Any]]:
     """Seconds and outputs of one greedy ``generate`` call over every prompt (after a warm-up
-    call on two prompts)."""
+    call on two prompts). Each request names its question (``polar_question``): the predictor
+    reads the question, not the chat template around it; stock vLLM ignores the field."""
     from vllm import SamplingParams
 
-    params = SamplingParams(max_tokens=max_tokens, temperature=0)
-    llm.generate(prompts[:2], params, use_tqdm=False)
+    params = [
+        SamplingParams(max_tokens=max_tokens, temperature=0, extra_args={QUESTION_ARG: q})
+        for q in questions
+    ]
+    llm.generate(prompts[:2], params[:2], use_tqdm=False)
     started = time.perf_counter()
     outputs = llm.generate(prompts, params, use_tqdm=False)
     return time.perf_counter() - started, outputs
@@ -143,13 +150,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     variants: dict[str, dict[str, Any]] = {}
     llm = LLM(**engine)
     depth = int(llm.llm_engine.model_config.hf_config.num_hidden_layers)
-    seconds, outputs = timed_generate(llm, prompts, options.max_tokens)
+    seconds, outputs = timed_generate(llm, prompts, questions, options.max_tokens)
     shutdown_engine(llm)
     variants[STOCK] = variant_row(items, seconds, outputs, [depth] * len(items))
     for point in points:
         polar = {"predictor": settings.predictor_dir, "operating_point": point}
         llm = LLM(**engine, additional_config={"polar": polar})
-        seconds, outputs = timed_generate(llm, prompts, options.max_tokens)
+        seconds, outputs = timed_generate(llm, prompts, questions, options.max_tokens)
         shutdown_engine(llm)
         at_point = load_predictor(settings.predictor_dir, operating_point=point)
         started = time.perf_counter()

@@ -40,6 +40,7 @@ SCRIPTS = {
     "kv_capacity": "benchmarks/kv_capacity.py",
     "search": "polar-vllm search",
     "predictor": "polar-vllm eval",
+    "predictor_payoff": "benchmarks/predictor_payoff.py, benchmarks/served_predictor.py",
 }
 
 
@@ -310,7 +311,50 @@ def _predictor_eval(data: dict[str, Any]) -> str:
         layers = data["groups"][groups[0]][method]["avg_layers"]
         rows.append([method, *cells, f"{layers:.1f}"])
     text = "pass@1 / pass@5 in %, per question group; mean executed layers of the first group.\n\n"
-    return text + _table(["method", *groups, "layers"], rows)
+    table = _table(["method", *groups, "layers"], rows)
+    oracle = data.get("oracle")
+    if not oracle:
+        return text + table
+    beside = ", ".join(
+        f"{name} {_percent(row['pass@1'])}" for name, row in oracle["methods"].items()
+    )
+    return (
+        f"{text}{table}\n\nOracle (a search of {oracle['questions']} of these test questions, "
+        f"for reporting only): {_percent(oracle['pass@1'])} at {oracle['avg_layers']:.1f} layers "
+        f"(shortest right program); on the same questions: {beside}."
+    )
+
+
+def _predictor_payoff(data: dict[str, Any]) -> str:
+    if "variants" not in data:  # one served run through vllm serve and the openai client
+        rows = [
+            [
+                str(data["questions"]),
+                data["operating_point"],
+                _percent(data["pass@1"]),
+                f"{data['mean_layers']:.1f}",
+                str(data["distinct_programs"]),
+                f"{data['requests_per_s']:.2f}",
+            ]
+        ]
+        header = ["questions", "operating point", "pass@1", "mean layers", "programs", "req/s"]
+        return _table(header, rows)
+    rows = []
+    for name, row in data["variants"].items():
+        share = row.get("predictor_share")
+        rows.append(
+            [
+                name,
+                _percent(row["pass@1"]["in_distribution"]),
+                _percent(row["pass@1"].get("ood")),
+                f"{row['mean_layers']:.2f}",
+                f"{row['requests_per_s']:.2f} ({row['ratio_to_stock']:.2f}x)",
+                f"{row['generated_tokens_per_s']:.1f}",
+                "–" if share is None else f"{100 * share:.2f}%",
+            ]
+        )
+    header = ["variant", "pass@1 (test)", "pass@1 (OOD)", "mean layers", "req/s (vs stock)"]
+    return _table([*header, "gen tok/s", "predictor share"], rows)
 
 
 def _kv_capacity(data: dict[str, Any]) -> str:
@@ -340,6 +384,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "search_speed": _search_speed,
     "search": _oracle_study,
     "predictor": _predictor_eval,
+    "predictor_payoff": _predictor_payoff,
 }
 
 

