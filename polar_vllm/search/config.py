@@ -6,7 +6,6 @@ directory, so configs are written to be run from the repository root.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ import yaml
 
 from polar_vllm.bundled import BUNDLED_MODELS
 from polar_vllm.config import SCHEDULING_POLICIES
+from polar_vllm.config_loading import check_mapping, record_from_mapping
 from polar_vllm.data import LEVELS, SYSTEM_PROMPT
 from polar_vllm.program import Program, parse_program
 from polar_vllm.search.actions import ActionSpace, length_window
@@ -53,11 +53,11 @@ class SearchConfig:
     chat_template: bool = True
     max_tokens: int = 16
     seed: int = 0
-    simulations: int = 100
-    length_penalty: float = 5.0
-    exploration: float = 1.0
-    random_expand: float = 0.1
-    leaves_per_round: int = 4
+    simulations: int = MctsSettings.simulations
+    length_penalty: float = MctsSettings.length_penalty
+    exploration: float = MctsSettings.exploration
+    random_expand: float = MctsSettings.random_expand
+    leaves_per_round: int = MctsSettings.leaves_per_round
     questions_per_round: int | None = 256
     max_block: int = 4
     block_depth: int = 2
@@ -179,12 +179,6 @@ class SearchConfig:
 def load_search_config(path: str | os.PathLike[str]) -> SearchConfig:
     """Read a :class:`SearchConfig` from YAML; unknown keys raise ``ValueError``."""
     raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a mapping of settings")
-    known = {f.name for f in dataclasses.fields(SearchConfig)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ValueError(f"{path}: unknown settings {unknown}; known: {sorted(known)}")
-    if "model" not in raw:
-        raise ValueError(f"{path}: 'model' is required")
-    return SearchConfig(**raw)
+    where = str(path)
+    raw = check_mapping(raw, where, kind="a mapping of settings")
+    return record_from_mapping(SearchConfig, raw, where, required=("model",), noun="settings")
