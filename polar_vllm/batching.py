@@ -20,7 +20,7 @@ import functools
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from polar_vllm.executor.schedule import Program, Step, program_steps
+from polar_vllm.program import Program, Step, program_steps
 
 __all__ = ["BURST_QUIET_S", "gathering_burst", "new_steps", "program_aware_order"]
 

@@ -33,6 +33,7 @@ __all__ = [
     "Program",
     "ProgramError",
     "SegmentOp",
+    "Step",
     "canonical_polar_form",
     "describe_program",
     "executed_layers",
@@ -45,6 +46,9 @@ __all__ = [
 
 Program = tuple[int, ...]
 """A layer program: the decoder-layer indices a request runs, in order."""
+
+Step = tuple[int, int]
+"""A program step: ``(layer, pass_index)`` (see :func:`program_steps`)."""
 
 FULL = "full"
 """Text spec for the full program ``0..D-1``."""
@@ -243,18 +247,24 @@ def executed_layers(program: Sequence[int]) -> int:
     return len(program)
 
 
-def program_steps(program: Sequence[int]) -> tuple[tuple[int, int], ...]:
+def program_steps(program: Sequence[int]) -> tuple[Step, ...]:
     """Return the ``(layer, pass_index)`` steps of ``program``.
 
-    ``pass_index`` (0-based) counts the earlier occurrences of the layer in the program:
-    ``(0, 1, 0, 1, 2)`` -> ``((0, 0), (1, 0), (0, 1), (1, 1), (2, 0))``.
+    ``pass_index`` (0-based) counts the earlier occurrences of the layer in the program, so
+    every step of a program is distinct; layers must be non-negative (``ValueError``).
+
+    >>> program_steps((0, 1, 0, 1, 2))
+    ((0, 0), (1, 0), (0, 1), (1, 1), (2, 0))
     """
     seen: dict[int, int] = {}
     steps = []
     for layer in program:
-        index = seen.get(layer, 0)
-        seen[layer] = index + 1
-        steps.append((layer, index))
+        layer = int(layer)
+        if layer < 0:
+            raise ValueError(f"layer indices must be non-negative, got {layer} in {program!r}")
+        count = seen.get(layer, 0)
+        steps.append((layer, count))
+        seen[layer] = count + 1
     return tuple(steps)
 
 

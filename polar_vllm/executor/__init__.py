@@ -3,17 +3,16 @@
 Plain torch; no vLLM import. See :mod:`.schedule`, :mod:`.plan` and :mod:`.run`.
 """
 
+from polar_vllm.program import Program, Step, program_steps
+
 from .plan import BatchPlan, SlotRows, StepPlan, clear_plan_cache, plan_batch
 from .run import LayerFn, run_plan
 from .schedule import (
     MergedSchedule,
-    Program,
     ScheduleStep,
     SlotGroups,
-    Step,
     clear_merge_cache,
     merge_programs,
-    program_steps,
     schedule_cost,
     schedule_lower_bound,
 )

@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .schedule import MergedSchedule, Program, clear_merge_cache, merge_programs
+from polar_vllm.program import Program
+
+from .schedule import MergedSchedule, clear_merge_cache, merge_programs
 
 __all__ = ["BatchPlan", "SlotRows", "StepPlan", "clear_plan_cache", "plan_batch"]
 

@@ -1,7 +1,8 @@
 """Merging per-request layer programs into one shared layer schedule.
 
-A *program* is a tuple of decoder-layer indices, e.g. ``(0, 1, 2, 3, 2, 3, 4)``: layers may be
-skipped or run more than once. Its *steps* are ``(layer, pass_index)`` pairs, where
+A *program* (:data:`polar_vllm.program.Program`) is a tuple of decoder-layer indices, e.g.
+``(0, 1, 2, 3, 2, 3, 4)``: layers may be skipped or run more than once. Its *steps*
+(:func:`polar_vllm.program.program_steps`) are ``(layer, pass_index)`` pairs, where
 ``pass_index`` counts the earlier occurrences of the same layer in the program, so every step of
 a program is distinct: ``(0, 1, 0, 1, 2)`` has the steps ``(0,0) (1,0) (0,1) (1,1) (2,0)``.
 
@@ -25,23 +26,16 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-Program = tuple[int, ...]
-"""A layer program: the decoder-layer indices a request runs, in order."""
-
-Step = tuple[int, int]
-"""A program step: ``(layer, pass_index)``."""
+from polar_vllm.program import Program, Step, program_steps
 
 __all__ = [
     "PARTIAL_STEP_COST",
     "SPLIT_STEP_COST",
     "MergedSchedule",
-    "Program",
     "ScheduleStep",
     "SlotGroups",
-    "Step",
     "clear_merge_cache",
     "merge_programs",
-    "program_steps",
     "schedule_cost",
     "schedule_lower_bound",
 ]
@@ -83,26 +77,6 @@ class MergedSchedule:
 
     def __len__(self) -> int:
         return len(self.steps)
-
-
-def program_steps(program: Sequence[int]) -> tuple[Step, ...]:
-    """Return the ``(layer, pass_index)`` steps of ``program``.
-
-    ``pass_index`` is the number of earlier occurrences of the layer in the program.
-
-    >>> program_steps((0, 1, 0, 1, 2))
-    ((0, 0), (1, 0), (0, 1), (1, 1), (2, 0))
-    """
-    seen: dict[int, int] = {}
-    steps = []
-    for layer in program:
-        layer = int(layer)
-        if layer < 0:
-            raise ValueError(f"layer indices must be non-negative, got {layer} in {program!r}")
-        count = seen.get(layer, 0)
-        steps.append((layer, count))
-        seen[layer] = count + 1
-    return tuple(steps)
 
 
 def schedule_lower_bound(programs: Sequence[Program]) -> int:
