@@ -53,7 +53,7 @@ setup(
     python_requires=">=3.10",
     data_files=[(_site_packages_relative(), [STARTUP_HOOK])],
     packages=find_packages(include=["polar_vllm", "polar_vllm.*"]),
-    package_data={"polar_vllm": ["configs/*/*.yaml", "predictors/*/*"]},
+    package_data={"polar_vllm": ["predictors/*/*"]},  # the shipped predictors
     install_requires=[
         *_vllm_requirements(),
         "torch",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -118,11 +119,6 @@ class BatchPlan:
         """Layer-token evaluations of the forward (dense steps count padding rows)."""
         return sum(s.num_tokens for s in self.steps)
 
-    @property
-    def gathered_tokens(self) -> int:
-        """Rows gathered and scattered back over all non-dense steps."""
-        return sum(s.num_tokens for s in self.steps if not s.is_dense)
-
 
 @dataclass(frozen=True)
 class _Layout:
@@ -158,28 +154,52 @@ def _layout(programs: tuple[Program, ...]) -> _Layout:
     return _Layout(schedule, tuple(set_index), membership, tuple(step_parts))
 
 
-def _resolve_parts(
-    parts: tuple[tuple[int, int], ...], templates: Sequence[tuple]
-) -> tuple[tuple[SlotRows, ...], torch.Tensor, int]:
-    """The slots of a non-dense step, its token rows (the slots' rows in order) and their count.
+class _RowSet(NamedTuple):
+    """The requests of a set of program groups and their token rows in a batch: a slot's
+    :class:`SlotRows` but for its pass and its place among the step's rows."""
 
-    ``parts`` are the step's ``(pass_index, part set)`` pairs; ``templates[k]`` holds part set
-    ``k``'s requests, token rows, request tensor, query lengths, query offsets and token count.
-    """
+    requests: tuple[int, ...]
+    request_tensor: torch.Tensor  # requests as int32 (CPU)
+    query_lens: tuple[int, ...]
+    query_start_loc: torch.Tensor  # int32 (CPU): [0, cumsum(query_lens)...]
+    token_index: torch.Tensor | None  # int64 rows (plan's device); None: every row (dense)
+    num_tokens: int
+
+    def slot(self, pass_index: int, start: int = 0) -> SlotRows:
+        """These rows as the slot that runs pass ``pass_index``, from row ``start`` of its step."""
+        return SlotRows(
+            pass_index,
+            self.requests,
+            self.request_tensor,
+            self.query_lens,
+            self.query_start_loc,
+            self.token_index,
+            start,
+            self.num_tokens,
+        )
+
+
+class _StepRows(NamedTuple):
+    """The slots of a non-dense step, its token rows (the slots' rows in order) and their count."""
+
+    slots: tuple[SlotRows, ...]
+    token_index: torch.Tensor
+    num_tokens: int
+
+
+def _resolve_parts(parts: tuple[tuple[int, int], ...], row_sets: Sequence[_RowSet]) -> _StepRows:
+    """The rows of a non-dense step whose ``(pass_index, part set)`` pairs are ``parts``;
+    ``row_sets[k]`` holds the rows of part set ``k``."""
     slots = []
     start = 0
     for pass_index, k in parts:
-        requests, token_index, request_tensor, lens, offsets, count = templates[k]
-        slot = SlotRows(
-            pass_index, requests, request_tensor, lens, offsets, token_index, start, count
-        )
-        slots.append(slot)
-        start += count
+        slots.append(row_sets[k].slot(pass_index, start))
+        start += row_sets[k].num_tokens
     if len(slots) == 1:
         token_index = slots[0].token_index
     else:
         token_index = torch.cat([slot.token_index for slot in slots])
-    return tuple(slots), token_index, start
+    return _StepRows(tuple(slots), token_index, start)
 
 
 def clear_plan_cache() -> None:
@@ -215,10 +235,35 @@ def plan_batch(
     if not isinstance(request_programs, (list, tuple)):
         # Identities (used below) are only stable while the objects live: hold them in a list.
         request_programs = list(request_programs)
-    num_requests = len(request_programs)
+    batch = _batch_rows(len(request_programs), query_lens, num_tokens)
+    grouping = _group_programs(request_programs, batch)
+    layout = _layout(grouping.programs)
+    dense = _dense_rows(batch)
+    row_sets = _part_set_rows(layout, grouping.request_groups, batch, torch.device(device))
+    return BatchPlan(
+        steps=_step_plans(layout, dense, row_sets, batch.num_tokens),
+        num_tokens=batch.num_tokens,
+        num_requests=batch.num_requests,
+        query_lens=tuple(batch.lens.tolist()),
+        request_groups=tuple(grouping.request_groups),
+        schedule=layout.schedule,
+    )
+
+
+class _Batch(NamedTuple):
+    """The checked token counts of a batch."""
+
+    num_requests: int
+    lens: np.ndarray  # int64 [requests]: tokens of each request
+    total: int  # sum(lens)
+    num_tokens: int  # rows of the flattened batch: total plus any padding
+    has_empty: bool  # whether some request has no tokens
+
+
+def _batch_rows(num_requests: int, query_lens: Sequence[int], num_tokens: int | None) -> _Batch:
+    """Check the query lengths (one per program, none negative) and the padded row count."""
     if len(query_lens) != num_requests:
         raise ValueError(f"{num_requests} programs but {len(query_lens)} query lengths")
-    device = torch.device(device)
     lens = np.asarray(query_lens, dtype=np.int64).reshape(num_requests)
     total = int(lens.sum())
     if num_requests and int(lens.min()) < 0:
@@ -228,12 +273,24 @@ def plan_batch(
     elif num_tokens < total:
         raise ValueError(f"num_tokens={num_tokens} < sum(query_lens)={total}")
     has_empty = bool(num_requests) and int(lens.min()) == 0
+    return _Batch(num_requests, lens, total, num_tokens, has_empty)
 
-    # Dedupe programs in order of first appearance. Requests usually share program objects:
-    # look them up by identity first and hash each object's contents once.
+
+class _Grouping(NamedTuple):
+    """The distinct programs of a batch and each request's group among them."""
+
+    programs: tuple[Program, ...]  # in order of first appearance
+    request_groups: list[int]  # per request, its group; -1 for a request with no tokens
+
+
+def _group_programs(request_programs: Sequence[Program], batch: _Batch) -> _Grouping:
+    """Dedupe the programs of the requests with tokens, in order of first appearance.
+
+    Requests usually share program objects: look them up by identity first and hash each
+    object's contents once."""
     ids = list(map(id, request_programs))
-    if has_empty:
-        active_flags = (lens > 0).tolist()
+    if batch.has_empty:
+        active_flags = (batch.lens > 0).tolist()
         pairs = zip(ids, request_programs, active_flags, strict=True)
         by_id = {i: program for i, program, a in pairs if a}
     else:
@@ -243,112 +300,118 @@ def plan_batch(
     for i, program in by_id.items():  # first appearances, in order
         key = program if type(program) is tuple else tuple(program)
         group_of_id[i] = distinct.setdefault(key, len(distinct))
-    if has_empty:
-        pairs = zip(ids, active_flags, strict=True)
-        groups_list = [group_of_id[i] if a else -1 for i, a in pairs]
+    if batch.has_empty:
+        flagged = zip(ids, active_flags, strict=True)
+        groups = [group_of_id[i] if a else -1 for i, a in flagged]
     else:
-        groups_list = list(map(group_of_id.__getitem__, ids))
-    layout = _layout(tuple(distinct))
-    schedule = layout.schedule
-    request_groups = np.asarray(groups_list, dtype=np.int64).reshape(num_requests)
+        groups = list(map(group_of_id.__getitem__, ids))
+    return _Grouping(tuple(distinct), groups)
 
-    if has_empty:
+
+def _dense_rows(batch: _Batch) -> _RowSet:
+    """The rows of a dense step: every request with tokens, and every row of the batch."""
+    lens = batch.lens
+    if batch.has_empty:
         active = np.flatnonzero(lens > 0)
-        dense_requests = tuple(active.tolist())
-        dense_lens = tuple(lens[active].tolist())
+        requests = tuple(active.tolist())
+        query_lens = tuple(lens[active].tolist())
     else:
-        active = np.arange(num_requests)
-        dense_requests = tuple(range(num_requests))
-        dense_lens = tuple(lens.tolist())
-    dense_request_tensor = torch.from_numpy(active.astype(np.int32))
-    dense_offsets = np.zeros(len(dense_lens) + 1, dtype=np.int32)
-    np.cumsum(dense_lens, out=dense_offsets[1:])
-
-    # Resolve every partial group set at once: the nonzero entries of the (set, request)
-    # membership matrix, set by set, are the requests of each set; their token ranges follow.
-    templates: list[tuple] = []
-    num_sets = len(layout.part_sets)
-    if num_sets:
-        request_mask = layout.membership[:, request_groups]
-        flat = np.flatnonzero(request_mask)
-        requests = flat % num_requests if num_requests else flat
-        request_counts = np.count_nonzero(request_mask, axis=1).tolist()
-        one_token_each = total == num_requests and not has_empty
-        request_lens = lens[requests]
-        ends = np.cumsum(request_lens)  # running token count over the sets' requests
-        first_of_set = np.cumsum([0, *request_counts[:-1]])
-        # Query offsets of every set in one array: set k's are [0, its running token counts...]
-        # and start at entry first_of_set[k] + k.
-        set_of_request = np.repeat(np.arange(num_sets), request_counts)
-        tokens_before_set = ends[first_of_set] - request_lens[first_of_set]
-        offsets = np.zeros(len(requests) + num_sets, dtype=np.int32)
-        offsets[np.arange(1, len(requests) + 1) + set_of_request] = (
-            ends - tokens_before_set[set_of_request]
-        )
-        offset_views = torch.from_numpy(offsets).split_with_sizes([c + 1 for c in request_counts])
-        if one_token_each:  # decode: token rows are request indices
-            token_rows = requests
-            token_counts = request_counts
-        else:
-            # Concatenated token ranges of `requests`: row = start of its request + offset.
-            starts = np.cumsum(lens) - lens
-            shift = np.repeat(starts[requests] - (ends - request_lens), request_lens)
-            token_rows = np.arange(int(ends[-1]), dtype=np.int64) + shift
-            token_counts = np.add.reduceat(request_lens, first_of_set).tolist()
-
-        host_index = torch.from_numpy(token_rows.astype(np.int64))
-        if device.type == "cpu":
-            device_index = host_index
-        else:
-            if device.type == "cuda":
-                host_index = host_index.pin_memory()
-            device_index = host_index.to(device, non_blocking=True)
-        token_views = device_index.split_with_sizes(token_counts)
-        request_views = torch.from_numpy(requests.astype(np.int32)).split_with_sizes(request_counts)
-        request_list = requests.tolist()
-        lens_of_request = None if one_token_each else request_lens.tolist()
-        start = 0
-        for k in range(num_sets):
-            end = start + request_counts[k]
-            templates.append(
-                (
-                    tuple(request_list[start:end]),
-                    token_views[k],
-                    request_views[k],
-                    (1,) * (end - start)
-                    if lens_of_request is None
-                    else tuple(lens_of_request[start:end]),
-                    offset_views[k],
-                    token_counts[k],
-                )
-            )
-            start = end
-
-    dense_slot_base = (
-        dense_requests,
-        dense_request_tensor,
-        dense_lens,
-        torch.from_numpy(dense_offsets),
-        None,
-        0,
-        num_tokens,
+        active = np.arange(batch.num_requests)
+        requests = tuple(range(batch.num_requests))
+        query_lens = tuple(lens.tolist())
+    offsets = np.zeros(len(query_lens) + 1, dtype=np.int32)
+    np.cumsum(query_lens, out=offsets[1:])
+    request_tensor = torch.from_numpy(active.astype(np.int32))
+    return _RowSet(
+        requests, request_tensor, query_lens, torch.from_numpy(offsets), None, batch.num_tokens
     )
-    resolved: dict[tuple[tuple[int, int], ...], tuple[tuple[SlotRows, ...], torch.Tensor, int]] = {}
+
+
+def _part_set_rows(
+    layout: _Layout, request_groups: list[int], batch: _Batch, device: torch.device
+) -> list[_RowSet]:
+    """The rows of every part set of ``layout`` (the group sets of non-dense slots), at once.
+
+    The nonzero entries of the (set, request) membership matrix, set by set, are the requests
+    of each set; their token ranges follow. All token rows reach ``device`` in one copy."""
+    num_sets = len(layout.part_sets)
+    if not num_sets:
+        return []
+    num_requests, lens = batch.num_requests, batch.lens
+    groups = np.asarray(request_groups, dtype=np.int64).reshape(num_requests)
+    request_mask = layout.membership[:, groups]
+    flat = np.flatnonzero(request_mask)
+    requests = flat % num_requests if num_requests else flat
+    request_counts = np.count_nonzero(request_mask, axis=1).tolist()
+    one_token_each = batch.total == num_requests and not batch.has_empty
+    request_lens = lens[requests]
+    ends = np.cumsum(request_lens)  # running token count over the sets' requests
+    first_of_set = np.cumsum([0, *request_counts[:-1]])
+    # Query offsets of every set in one array: set k's are [0, its running token counts...]
+    # and start at entry first_of_set[k] + k.
+    set_of_request = np.repeat(np.arange(num_sets), request_counts)
+    tokens_before_set = ends[first_of_set] - request_lens[first_of_set]
+    offsets = np.zeros(len(requests) + num_sets, dtype=np.int32)
+    offsets[np.arange(1, len(requests) + 1) + set_of_request] = (
+        ends - tokens_before_set[set_of_request]
+    )
+    offset_views = torch.from_numpy(offsets).split_with_sizes([c + 1 for c in request_counts])
+    if one_token_each:  # decode: token rows are request indices
+        token_rows = requests
+        token_counts = request_counts
+    else:
+        # Concatenated token ranges of `requests`: row = start of its request + offset.
+        starts = np.cumsum(lens) - lens
+        shift = np.repeat(starts[requests] - (ends - request_lens), request_lens)
+        token_rows = np.arange(int(ends[-1]), dtype=np.int64) + shift
+        token_counts = np.add.reduceat(request_lens, first_of_set).tolist()
+    token_views = _to_device(token_rows, device).split_with_sizes(token_counts)
+    request_views = torch.from_numpy(requests.astype(np.int32)).split_with_sizes(request_counts)
+    request_list = requests.tolist()
+    lens_of_request = None if one_token_each else request_lens.tolist()
+    row_sets = []
+    start = 0
+    for k in range(num_sets):
+        end = start + request_counts[k]
+        row_sets.append(
+            _RowSet(
+                tuple(request_list[start:end]),
+                request_views[k],
+                (1,) * (end - start)
+                if lens_of_request is None
+                else tuple(lens_of_request[start:end]),
+                offset_views[k],
+                token_views[k],
+                token_counts[k],
+            )
+        )
+        start = end
+    return row_sets
+
+
+def _to_device(rows: np.ndarray, device: torch.device) -> torch.Tensor:
+    """``rows`` as an int64 tensor on ``device`` (through pinned memory to a GPU)."""
+    host_index = torch.from_numpy(rows.astype(np.int64))
+    if device.type == "cpu":
+        return host_index
+    if device.type == "cuda":
+        host_index = host_index.pin_memory()
+    return host_index.to(device, non_blocking=True)
+
+
+def _step_plans(
+    layout: _Layout, dense: _RowSet, row_sets: Sequence[_RowSet], num_tokens: int
+) -> list[StepPlan]:
+    """Every schedule step resolved to its rows; steps with the same parts share them."""
+    resolved: dict[tuple[tuple[int, int], ...], _StepRows] = {}
     steps = []
-    for step, parts in zip(schedule.steps, layout.step_parts, strict=True):
+    for step, parts in zip(layout.schedule.steps, layout.step_parts, strict=True):
         if parts is None:  # every request runs this step, on one pass: dense
-            slot = SlotRows(step.slots[0][0], *dense_slot_base)
+            slot = dense.slot(step.slots[0][0])
             steps.append(StepPlan(step.layer, (slot,), None, num_tokens, step.groups))
             continue
         if parts not in resolved:
-            resolved[parts] = _resolve_parts(parts, templates)
+            resolved[parts] = _resolve_parts(parts, row_sets)
         slots, token_index, count = resolved[parts]
         steps.append(StepPlan(step.layer, slots, token_index, count, step.groups))
-    return BatchPlan(
-        steps=steps,
-        num_tokens=num_tokens,
-        num_requests=num_requests,
-        query_lens=tuple(lens.tolist()),
-        request_groups=tuple(groups_list),
-        schedule=schedule,
-    )
+    return steps
