@@ -59,18 +59,29 @@ def make_slot_attention(base: nn.Module, prefix: str, vllm_config: Any) -> nn.Mo
         raise TypeError(f"PoLar KV slots need a vLLM Attention layer, found {type(base).__name__}")
     if getattr(base.impl, "alibi_slopes", None) is not None:
         raise NotImplementedError("PoLar KV slots do not support ALiBi attention")
-    return Attention(
+    if getattr(base, "kv_sharing_target_layer_name", None) is not None:
+        raise NotImplementedError("PoLar KV slots do not support layers that share a KV cache")
+    slot = Attention(
         base.num_heads,
         base.head_size,
         base.impl.scale,
         num_kv_heads=base.num_kv_heads,
         cache_config=vllm_config.cache_config,
         quant_config=vllm_config.quant_config,
+        # Backends store "no soft cap" as 0 or None.
+        logits_soft_cap=getattr(base.impl, "logits_soft_cap", None) or None,
         per_layer_sliding_window=base.sliding_window,
         prefix=prefix,
         attn_type=base.attn_type,
         head_size_v=base.head_size_v,
     )
+    # A sliding-window layer's extra passes attend through the same window.
+    if slot.sliding_window != base.sliding_window:
+        raise RuntimeError(
+            f"PoLar KV slot {prefix} got sliding window {slot.sliding_window}, its layer "
+            f"{base.layer_name} has {base.sliding_window}"
+        )
+    return slot
 
 
 @contextmanager

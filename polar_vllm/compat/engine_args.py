@@ -19,7 +19,7 @@ from typing import Any
 
 from polar_vllm.compat.kv_cache_groups import check_program_kv_supported
 from polar_vllm.config import polar_settings
-from polar_vllm.models import POLAR_ARCHITECTURES
+from polar_vllm.models import POLAR_ARCHITECTURES, unsupported_architecture_message
 
 __all__ = ["V2_RUNNER_ENV", "PolarArchitectureOverride", "polar_engine_config"]
 
@@ -53,10 +53,7 @@ class PolarArchitectureOverride:
 def _check_polar_architecture(architectures: list[str]) -> None:
     polar_names = {name for name, _ in POLAR_ARCHITECTURES.values()}
     if not architectures or architectures[0] not in polar_names:
-        raise ValueError(
-            f"PoLar supports the architectures {sorted(POLAR_ARCHITECTURES)}; "
-            f"this model's are {architectures}"
-        )
+        raise ValueError(unsupported_architecture_message(architectures))
 
 
 def polar_engine_config(create_engine_config: Callable[..., Any]) -> Callable[..., Any]:
