@@ -9,7 +9,11 @@ overlay one allocation, a block holding ``kv_group_layers`` layers), and the sch
 
 * ``kv_cache_utils.get_kv_cache_groups``: the PoLar grouping (group role
   :data:`~.kv_cache_manager.POLAR_GROUP_ROLE`, so vLLM manages the groups with
-  :class:`~.kv_cache_manager.ProgramGroupManager`);
+  :class:`~.kv_cache_manager.ProgramGroupManager`; a group of sliding-window layers, as
+  Gemma 3 interleaves with global ones, gets :data:`~.kv_cache_manager.POLAR_SLIDING_GROUP_ROLE`
+  and :class:`~.kv_cache_manager.ProgramSlidingWindowManager`). Every layer of a group has one
+  KV-cache spec (an extra pass's slot has its layer's), and all groups one page size, so the
+  groups share vLLM's one block pool as in its hybrid allocator;
 * ``get_kv_cache_configs`` (engine core): ``num_gpu_blocks_override`` keeps its meaning, blocks
   of the whole model's KV (every slot), so the pool gets that many blocks per group; and the
   capacity each kind of program gets is logged;
@@ -28,7 +32,9 @@ from vllm.logger import init_logger
 from polar_vllm.compat.attention_slots import slot_of_layer_name
 from polar_vllm.compat.kv_cache_manager import (
     POLAR_GROUP_ROLE,
+    POLAR_SLIDING_GROUP_ROLE,
     ProgramGroupManager,
+    ProgramSlidingWindowManager,
     polar_get_computed_blocks,
     polar_scheduler_init,
 )
@@ -85,29 +91,50 @@ def polar_kv_cache_groups(get_kv_cache_groups: Callable[..., Any]) -> Callable[.
 
 def _program_groups(config: PolarConfig, kv_cache_spec: dict[str, Any]) -> list[Any]:
     """One ``KVCacheGroupSpec`` per group of the layout, its layers in layer order."""
-    from vllm.v1.kv_cache_interface import FullAttentionSpec, KVCacheGroupSpec
+    from vllm.v1.core.kv_cache_utils import unify_kv_cache_spec_page_size
+    from vllm.v1.kv_cache_interface import KVCacheGroupSpec
 
-    specs = set(kv_cache_spec.values())
-    if len(specs) != 1 or type(next(iter(specs))) is not FullAttentionSpec:
+    roles = _group_roles()
+    kinds = sorted({type(spec).__name__ for spec in kv_cache_spec.values()})
+    if not {type(spec) for spec in kv_cache_spec.values()} <= set(roles):
         raise PolarConfigError(
-            "PoLar's KV blocks by program (kv_group_layers) need every attention layer to "
-            f"have the same full-attention KV cache; this model has {sorted(map(str, specs))}"
+            "PoLar's KV blocks by program support full-attention and sliding-window layers; "
+            f"this model has {kinds}"
         )
+    # As vLLM's hybrid allocator: one page size for all groups (a layer with smaller pages gets
+    # proportionally larger blocks), so that every group draws from the one block pool.
+    kv_cache_spec = unify_kv_cache_spec_page_size(kv_cache_spec)
     layout = KVGroupLayout.from_config(config)
     names: list[list[tuple[int, str]]] = [[] for _ in layout.groups]
     for name in kv_cache_spec:
         layer, pass_index = slot_of_layer_name(name, config.depth)
         names[layout.group_of(layer, pass_index)].append((layer, name))
+    groups = []
     for group, members in zip(layout.groups, names, strict=True):
         if len(members) != len(group.layers):
             raise RuntimeError(
                 f"PoLar KV-cache group {group} found layers {[name for _, name in members]}"
             )
-    (spec,) = specs
-    return [
-        KVCacheGroupSpec([name for _, name in sorted(members)], spec, role=POLAR_GROUP_ROLE)
-        for members in names
-    ]
+        specs = {kv_cache_spec[name] for _, name in members}
+        if len(specs) != 1:
+            raise PolarConfigError(
+                f"kv_group_layers={config.kv_group_layers} puts layers {list(group.layers)} "
+                f"with different KV caches ({sorted(map(str, specs))}) in one group; choose "
+                "a kv_group_layers whose windows hold layers of one attention type (1 always "
+                "does)"
+            )
+        (spec,) = specs
+        layer_names = [name for _, name in sorted(members)]
+        groups.append(KVCacheGroupSpec(layer_names, spec, role=roles[type(spec)]))
+    return groups
+
+
+def _group_roles() -> dict[type, str]:
+    """The group role of each KV-cache spec type a PoLar group may have (exact types: vLLM's
+    subclasses of these need managers of their own)."""
+    from vllm.v1.kv_cache_interface import FullAttentionSpec, SlidingWindowSpec
+
+    return {FullAttentionSpec: POLAR_GROUP_ROLE, SlidingWindowSpec: POLAR_SLIDING_GROUP_ROLE}
 
 
 def program_kv_tokens(num_blocks: int, block_size: int, groups_entered: int) -> int:
@@ -169,6 +196,7 @@ def install_program_kv_hooks(wrap: Callable[[Any, str, Callable], None]) -> None
     from vllm.v1.kv_cache_spec_registry import KVCacheSpecRegistry
 
     KVCacheSpecRegistry.register_role_manager(POLAR_GROUP_ROLE, ProgramGroupManager)
+    KVCacheSpecRegistry.register_role_manager(POLAR_SLIDING_GROUP_ROLE, ProgramSlidingWindowManager)
     wrap(kv_cache_utils, "get_kv_cache_groups", polar_kv_cache_groups)
     wrap(core, "get_kv_cache_configs", polar_kv_cache_configs)
     wrap(Scheduler, "__init__", polar_scheduler_init)

@@ -2,25 +2,28 @@
 
 The engine core gives a PoLar model one KV-cache group per :class:`~polar_vllm.kv_groups.KVGroup`
 (:mod:`.kv_cache_groups`), each with the group role :data:`POLAR_GROUP_ROLE`, so vLLM's
-coordinator manages each group with :class:`ProgramGroupManager`: vLLM's full-attention
-manager, except that a request whose program never enters the group gets no blocks in it.
-Blocks a request does get are allocated, prefix-cached, freed and preempted by vLLM's code.
+coordinator manages each group with :class:`ProgramGroupManager` (a group of full-attention
+layers) or :class:`ProgramSlidingWindowManager` (a group of sliding-window layers, role
+:data:`POLAR_SLIDING_GROUP_ROLE`): vLLM's own manager of that attention type, except that a
+request whose program never enters the group gets no blocks in it. Blocks a request does get
+are allocated, prefix-cached, freed (outside a sliding window too) and preempted by vLLM's code.
 
 * ``Scheduler.__init__``: with PoLar on, hands the managers a :class:`ProgramMembership`, which
   reads each request's program from the scheduler's own request table.
 * ``KVCacheManager.get_computed_blocks``: a prefix-cache lookup over the request's own groups
   only (vLLM looks a block up in every group of one spec, and a block is never cached in a
-  group its program skips).
+  group its program skips), reconciled across attention types as vLLM's hybrid lookup does.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from vllm.v1.core.kv_cache_manager import KVCacheBlocks
-from vllm.v1.core.single_type_kv_cache_manager import FullAttentionManager
+from vllm.v1.core.single_type_kv_cache_manager import FullAttentionManager, SlidingWindowManager
 
 from polar_vllm.compat.attention_slots import slot_of_layer_name
 from polar_vllm.compat.model_runner import request_program
@@ -29,15 +32,20 @@ from polar_vllm.kv_groups import KVGroup, KVGroupLayout
 
 __all__ = [
     "POLAR_GROUP_ROLE",
+    "POLAR_SLIDING_GROUP_ROLE",
     "ProgramGroupManager",
     "ProgramMembership",
+    "ProgramSlidingWindowManager",
     "layout_of_groups",
     "polar_get_computed_blocks",
     "polar_scheduler_init",
 ]
 
 POLAR_GROUP_ROLE = "polar_program"
-"""``KVCacheGroupSpec.role`` of a PoLar KV-cache group: vLLM picks the group's manager by it."""
+"""``KVCacheGroupSpec.role`` of a PoLar KV-cache group of full-attention layers: vLLM picks the
+group's manager by it."""
+POLAR_SLIDING_GROUP_ROLE = "polar_program_sliding_window"
+"""``KVCacheGroupSpec.role`` of a PoLar KV-cache group of sliding-window layers."""
 
 _GROUPS_ATTR = "polar_kv_groups"
 
@@ -84,11 +92,13 @@ class ProgramMembership:
         return groups
 
 
-class ProgramGroupManager(FullAttentionManager):
-    """vLLM's full-attention manager of one PoLar KV-cache group: a request whose program never
-    enters the group allocates, caches and adopts no blocks in it. Without a membership (before
-    the scheduler attaches one) every request enters."""
+class _ProgramGroupMixin:
+    """Mixed in before one of vLLM's single-type managers to make it manage one PoLar KV-cache
+    group: a request whose program never enters the group allocates, caches and adopts no
+    blocks in it. Without a membership (before the scheduler attaches one) every request
+    enters."""
 
+    kv_cache_group_id: int
     membership: ProgramMembership | None = None
 
     def _outside(self, request_id: str) -> bool:
@@ -130,11 +140,21 @@ class ProgramGroupManager(FullAttentionManager):
             super().cache_blocks(request, *args, **kwargs)
 
 
+class ProgramGroupManager(_ProgramGroupMixin, FullAttentionManager):
+    """vLLM's full-attention manager of one PoLar KV-cache group (see ``_ProgramGroupMixin``)."""
+
+
+class ProgramSlidingWindowManager(_ProgramGroupMixin, SlidingWindowManager):
+    """vLLM's sliding-window manager of one PoLar KV-cache group of sliding-window layers: it
+    frees a request's blocks that fall out of the window, as for a stock sliding-window layer
+    (see ``_ProgramGroupMixin``)."""
+
+
 def _attach_membership(scheduler: Any) -> None:
     """Give the scheduler's PoLar group managers the membership of its requests."""
     kv_cache_manager = scheduler.kv_cache_manager
     managers = kv_cache_manager.coordinator.single_type_managers
-    if not managers or not all(isinstance(m, ProgramGroupManager) for m in managers):
+    if not managers or not all(isinstance(m, _ProgramGroupMixin) for m in managers):
         raise RuntimeError("PoLar KV-cache groups did not get PoLar group managers")
     hf_config = scheduler.vllm_config.model_config.hf_config.get_text_config()
     config = PolarConfig.from_dict(
@@ -182,30 +202,27 @@ def polar_get_computed_blocks(get_computed_blocks: Callable[..., Any]) -> Callab
 def _lookup_in_groups(
     kv_cache_manager: Any, request: Any, groups: list[int]
 ) -> tuple[KVCacheBlocks, int, int]:
-    """vLLM's full-attention prefix-cache lookup restricted to ``groups``: the longest prefix
-    of full blocks cached in every one of them (all PoLar groups share one spec)."""
-    managers = kv_cache_manager.coordinator.single_type_managers
-    first = managers[groups[0]]
+    """vLLM's hybrid prefix-cache lookup restricted to ``groups``: the longest prefix whose
+    blocks every one of them holds (each attention type checked by its own manager, as vLLM
+    does for all groups)."""
+    coordinator = kv_cache_manager.coordinator
+    entered = set(groups)
+    view = copy.copy(coordinator)
+    view.attention_groups = [
+        spec_group._replace(group_ids=[g for g in spec_group.group_ids if g in entered])
+        for spec_group in coordinator.attention_groups
+        if entered.intersection(spec_group.group_ids)
+    ]
     # As vLLM's lookup: when the whole prompt hits, its last token is still computed.
-    hit_blocks, hit_length = type(first).find_longest_cache_hit(
-        block_hashes=request.block_hashes,
-        max_length=request.num_tokens - 1,
-        kv_cache_group_ids=groups,
-        block_pool=kv_cache_manager.block_pool,
-        kv_cache_spec=first.kv_cache_spec,
-        drop_eagle_block=False,
-        alignment_tokens=first.cache_hit_alignment_tokens,
-        dcp_world_size=first.dcp_world_size,
-        pcp_world_size=first.pcp_world_size,
+    hit_blocks, hit_length, num_uncached = view.find_longest_cache_hit(
+        request.block_hashes, request.num_tokens - 1
     )
     if hit_length == 0:
         return kv_cache_manager.empty_kv_cache_blocks, 0, 0
-    blocks: list[list[Any]] = [[] for _ in managers]
-    for group, group_blocks in zip(groups, hit_blocks, strict=True):
-        blocks[group] = group_blocks
     if (
         kv_cache_manager.enable_kv_cache_events
         and getattr(request, "kv_cache_report_mode", "incremental") == "full"
     ):
-        kv_cache_manager.coordinator.emit_cached_block_events(request, tuple(blocks))
-    return kv_cache_manager.create_kv_cache_blocks(tuple(blocks)), hit_length, 0
+        coordinator.emit_cached_block_events(request, hit_blocks)
+    shared_prefix_boundary = hit_length + num_uncached if num_uncached else 0
+    return kv_cache_manager.create_kv_cache_blocks(hit_blocks), hit_length, shared_prefix_boundary
