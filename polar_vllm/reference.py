@@ -3,11 +3,14 @@ recomputing the whole sequence at every step (greedy, no KV cache).
 
 It is the ground truth the vLLM execution is tested against: with no cache there
 is no question of which pass wrote which key/value, so the result is exactly
-"the program applied to the sequence"."""
+"the program applied to the sequence". It runs the decoder layers of the transformers models
+of every PoLar family (Llama, Mistral, Qwen2, Qwen3, Gemma 3), sliding windows included."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -21,28 +24,83 @@ def _decoder(model: torch.nn.Module) -> torch.nn.Module:
     return decoder
 
 
+def layer_types(config: Any) -> list[str]:
+    """Each decoder layer's attention type, ``"full_attention"`` or ``"sliding_attention"``.
+
+    From the config's ``layer_types`` (Gemma 3, Qwen2/3 with sliding windows), else one type for
+    all layers: sliding when the config has a ``sliding_window`` (Mistral), else full."""
+    depth = config.num_hidden_layers
+    types = getattr(config, "layer_types", None)
+    if types:
+        return list(types[:depth])
+    uniform = "sliding_attention" if getattr(config, "sliding_window", None) else "full_attention"
+    return [uniform] * depth
+
+
+def _causal_mask(
+    seq_len: int, window: int | None, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    """Additive ``[1, 1, T, T]`` mask: position ``q`` sees ``k <= q`` (and ``q - k < window``)."""
+    query = torch.arange(seq_len, device=device)[:, None]
+    key = torch.arange(seq_len, device=device)[None, :]
+    allowed = key <= query
+    if window is not None:
+        allowed &= query - key < window
+    mask = torch.zeros(seq_len, seq_len, dtype=dtype, device=device)
+    return mask.masked_fill(~allowed, float("-inf"))[None, None]
+
+
+def _position_embeddings(
+    decoder: torch.nn.Module, hidden: torch.Tensor, positions: torch.Tensor, types: set[str]
+) -> dict[str, Any]:
+    """The rotary embeddings of each layer type (Gemma 3's differ by type)."""
+    rotary = decoder.rotary_emb
+    if "layer_type" in inspect.signature(rotary.forward).parameters:
+        return {kind: rotary(hidden, positions, kind) for kind in types}
+    shared = rotary(hidden, positions)
+    return dict.fromkeys(types, shared)
+
+
 @torch.no_grad()
 def program_logits(
     model: torch.nn.Module, input_ids: torch.Tensor, program: Program
 ) -> torch.Tensor:
-    """Logits of every position of ``input_ids`` (shape [1, T]) under ``program``."""
+    """Logits of every position of ``input_ids`` (shape [1, T]) under ``program``.
+
+    Each layer gets its attention type's mask (a sliding-window layer sees only the last
+    ``sliding_window`` positions) and rotary embeddings; the embedding (with any family
+    scaling), final norm, head and final logit soft cap are the model's own."""
     decoder = _decoder(model)
+    config = model.config.get_text_config()
     seq_len = input_ids.shape[1]
     positions = torch.arange(seq_len, device=input_ids.device).unsqueeze(0)
     hidden = decoder.embed_tokens(input_ids)
-    position_embeddings = decoder.rotary_emb(hidden, positions)
-    causal = torch.full((seq_len, seq_len), float("-inf"), dtype=hidden.dtype, device=hidden.device)
-    mask = torch.triu(causal, diagonal=1)[None, None]
+    types = layer_types(config)
+    position_embeddings = _position_embeddings(decoder, hidden, positions, set(types))
+    masks = {
+        kind: _causal_mask(
+            seq_len,
+            config.sliding_window if kind == "sliding_attention" else None,
+            hidden.dtype,
+            hidden.device,
+        )
+        for kind in set(types)
+    }
     for layer_index in program:
+        kind = types[layer_index]
         output = decoder.layers[layer_index](
             hidden,
-            attention_mask=mask,
+            attention_mask=masks[kind],
             position_ids=positions,
-            position_embeddings=position_embeddings,
+            position_embeddings=position_embeddings[kind],
         )
         hidden = output[0] if isinstance(output, tuple) else output
     hidden = decoder.norm(hidden)
-    return model.lm_head(hidden)
+    logits = model.lm_head(hidden)
+    soft_cap = getattr(config, "final_logit_softcapping", None)
+    if soft_cap is not None:
+        logits = torch.tanh(logits / soft_cap) * soft_cap
+    return logits
 
 
 @torch.no_grad()
