@@ -13,8 +13,9 @@ layers, so a longer list, or a text far longer than any such program needs, is r
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -24,10 +25,12 @@ from polar_vllm.program import Program, ProgramError, format_program, parse_prog
 
 __all__ = [
     "KNOWN_REQUEST_KEYS",
+    "PolarBatch",
     "ResolvedProgram",
     "check_program_size",
     "max_program_chars",
     "program_cache_salt",
+    "request_program",
     "resolve_request_program",
 ]
 
@@ -129,3 +132,26 @@ def program_cache_salt(program: Program, config: PolarConfig, salt: str | None) 
         return salt
     digest = hashlib.sha256(format_program(program).encode()).hexdigest()[:24]
     return f"{salt}|polar:{digest}" if salt else f"polar:{digest}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_cached(text: str, depth: int, max_passes: int) -> Program:
+    return parse_program(text, depth, max_passes)
+
+
+def request_program(extra_args: Mapping[str, Any] | None, config: PolarConfig) -> Program:
+    """The program a request runs inside the engine: the one it carries (already checked and
+    written in canonical text by :func:`resolve_request_program` in the front end), else the
+    default."""
+    text = (extra_args or {}).get(PROGRAM_ARG)
+    if text is None:
+        return config.default_program
+    return _parse_cached(text, config.depth, config.max_passes)
+
+
+@dataclass(frozen=True)
+class PolarBatch:
+    """The requests of one forward, in batch order: their programs and scheduled tokens."""
+
+    programs: Sequence[Program]
+    query_lens: Sequence[int]

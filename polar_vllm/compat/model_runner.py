@@ -14,23 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from polar_vllm.config import PROGRAM_ARG, PolarConfig
-from polar_vllm.program import Program, parse_program
+from polar_vllm.config import PolarConfig
+from polar_vllm.program import Program
+from polar_vllm.request_programs import PolarBatch, request_program
 
 __all__ = ["polar_model_forward"]
-
-
-@functools.lru_cache(maxsize=4096)
-def _parse_cached(text: str, depth: int, max_passes: int) -> Program:
-    return parse_program(text, depth, max_passes)
-
-
-def request_program(extra_args: dict[str, Any] | None, config: PolarConfig) -> Program:
-    """The program a request runs: the (already validated) one it carries, else the default."""
-    text = (extra_args or {}).get(PROGRAM_ARG)
-    if text is None:
-        return config.default_program
-    return _parse_cached(text, config.depth, config.max_passes)
 
 
 def batch_programs(runner: Any, config: PolarConfig) -> tuple[list[Program], list[int]]:
@@ -53,8 +41,6 @@ def polar_model_forward(model_forward: Callable[..., Any]) -> Callable[..., Any]
         model = self.get_model()
         if not hasattr(model, "polar_batch"):
             return model_forward(self, *args, **kwargs)
-        from polar_vllm.models.polar_decoder import PolarBatch
-
         programs, query_lens = batch_programs(self, model.polar_config)
         with model.polar_batch(PolarBatch(programs, query_lens)):
             return model_forward(self, *args, **kwargs)

@@ -20,9 +20,9 @@ from vllm.v1.core.sched.request_queue import FCFSRequestQueue
 from vllm.v1.core.sched.scheduler import Scheduler
 
 from polar_vllm.batching import BURST_QUIET_S, gathering_burst, program_aware_order
-from polar_vllm.compat.model_runner import request_program
 from polar_vllm.config import PolarConfig, polar_settings
 from polar_vllm.program import Program
+from polar_vllm.request_programs import request_program
 
 __all__ = ["ProgramAwareScheduler"]
 
