@@ -1,4 +1,4 @@
-"""The PoLar decoder loop, shared by the Llama and Qwen2 PoLar model classes.
+"""The PoLar decoder loop, shared by every PoLar model class (``models.POLAR_FAMILIES``).
 
 A PoLar model is vLLM's own ``*ForCausalLM`` with one change: ``forward`` runs each request's
 layer program instead of layers ``0..D-1``. The stock embedding, decoder layers, final norm,
@@ -44,6 +44,7 @@ from polar_vllm.compat.attention_slots import (
 )
 from polar_vllm.config import PolarConfig, polar_settings
 from polar_vllm.executor import BatchPlan, StepPlan, plan_batch, run_plan
+from polar_vllm.models.contract import check_decoder_contract
 from polar_vllm.request_programs import PolarBatch
 
 __all__ = ["PolarCausalLMMixin"]
@@ -120,13 +121,20 @@ class _StepRunner:
 class PolarCausalLMMixin:
     """Mixed in before a vLLM ``*ForCausalLM`` class to make its forward run layer programs.
 
-    The subclass calls :meth:`init_polar` at the end of ``__init__``."""
+    ``class PolarXForCausalLM(PolarCausalLMMixin, XForCausalLM)`` is a whole PoLar class: the
+    mixin builds vLLM's model, checks that its decoder follows the contract of
+    :mod:`polar_vllm.models.contract`, then adds the extra-pass KV slots."""
 
     model: nn.Module
+
+    def __init__(self, *, vllm_config: Any, prefix: str = "") -> None:
+        super().__init__(vllm_config=vllm_config, prefix=prefix)
+        self.init_polar(vllm_config, prefix)
 
     def init_polar(self, vllm_config: Any, prefix: str = "") -> None:
         """Read the PoLar settings and create the extra-pass KV slots."""
         _check_supported(vllm_config)
+        check_decoder_contract(self)
         depth = len(self.model.layers)
         settings = polar_settings(vllm_config.additional_config)
         self.polar_config = PolarConfig.from_dict(settings, depth)
