@@ -26,9 +26,9 @@ from vllm.v1.core.kv_cache_manager import KVCacheBlocks
 from vllm.v1.core.single_type_kv_cache_manager import FullAttentionManager, SlidingWindowManager
 
 from polar_vllm.compat.attention_slots import slot_of_layer_name
-from polar_vllm.compat.model_runner import request_program
 from polar_vllm.config import PolarConfig, polar_settings
 from polar_vllm.kv_groups import KVGroup, KVGroupLayout
+from polar_vllm.request_programs import request_program
 
 __all__ = [
     "POLAR_GROUP_ROLE",
