@@ -26,16 +26,14 @@ import gc
 import json
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from throughput import (
+from harness import (
     DTYPE_HELP,
+    REPOSITORY,
+    RESULTS,
     ProgramSources,
     default_dtype,
     machine_record,
@@ -51,8 +49,7 @@ from polar_vllm.kv_groups import KVGroupLayout
 from polar_vllm.program import Program, format_program, full_program
 from polar_vllm.program_sets import label_programs
 
-REPOSITORY = Path(__file__).resolve().parent.parent
-RESULTS = REPOSITORY / "benchmarks" / "results" / "kv_capacity"
+KV_RESULTS = RESULTS / "kv_capacity"
 STOCK = "stock"
 VARIANTS = ("full", "h75", "labels")
 DEFAULT_LABELS = {
@@ -274,8 +271,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     os.environ.pop("VLLM_CPU_KVCACHE_SPACE", None)
     data = measure(args)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS / f"kv_capacity_{args.tag}"
+    KV_RESULTS.mkdir(parents=True, exist_ok=True)
+    stem = KV_RESULTS / f"kv_capacity_{args.tag}"
     stem.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     plot(data, stem.with_suffix(".png"))
     for row in data["rows"]:

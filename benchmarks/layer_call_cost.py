@@ -35,7 +35,6 @@ import json
 import math
 import os
 import statistics
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -43,22 +42,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from program_batching import MIXES, mix_programs, study_labels
-from throughput import (
+from harness import (
     DTYPE_HELP,
+    MIXES,
     RESULTS,
     TARGET_SHARE_OF_IDEAL,
     default_dtype,
     engine_settings,
     machine_record,
+    mix_programs,
     run_device,
     settings_record,
+    study_labels,
 )
+from tqdm import tqdm
 
 from polar_vllm.batching import program_aware_order
 from polar_vllm.bundled import BUNDLED_MODELS, prepare_model

@@ -28,39 +28,31 @@ import argparse
 import json
 import os
 import statistics
-import sys
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from throughput import (
+from harness import (
     DTYPE_HELP,
-    REPOSITORY,
+    MIXES,
     RESULTS,
     TARGET_SHARE_OF_IDEAL,
     default_dtype,
     engine_settings,
     machine_record,
+    mix_programs,
     run_device,
     run_once,
     settings_record,
+    study_labels,
 )
+from tqdm import tqdm
 
 from polar_vllm.bundled import BUNDLED_MODELS, prepare_model
 from polar_vllm.compat.shutdown import shutdown_engine
 from polar_vllm.config import DEFAULT_ADMISSION_WINDOW_S, DEFAULT_MAX_DELAY_S
 from polar_vllm.data import build_prompt, generate_problems
-from polar_vllm.program import Program
-from polar_vllm.program_sets import label_programs, random_polar_programs
-from polar_vllm.search.config import load_search_config
 
-STUDY_CONFIGS = REPOSITORY / "configs" / "search"
 VARIANTS = ("stock", "polar_fcfs", "polar_program_aware")
-MIXES = ("mixed", "labels")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -107,25 +99,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown mixes {unknown}; known: {MIXES}")
     return args
-
-
-def study_labels(model: str) -> Path | None:
-    """The label file of the shipped oracle study of ``model`` (``configs/search/*_study.yaml``),
-    or ``None`` if no study config names it."""
-    for path in sorted(STUDY_CONFIGS.glob("*_study.yaml")):
-        config = load_search_config(path)
-        if config.model == model:
-            return REPOSITORY / config.labels_path
-    return None
-
-
-def mix_programs(mix: str, depth: int, count: int, args: argparse.Namespace) -> list[Program]:
-    """The program of each of ``count`` requests under ``mix``, interleaved."""
-    if mix == "mixed":
-        pool = random_polar_programs(depth, 8, args.seed)
-    else:
-        pool = list(label_programs(args.labels, depth))
-    return [pool[index % len(pool)] for index in range(count)]
 
 
 def make_engines(
