@@ -31,10 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from throughput import engine_settings, machine_record
+from harness import engine_settings, machine_record
 
 from polar_vllm.compat.shutdown import shutdown_engine
 from polar_vllm.config import QUESTION_ARG
