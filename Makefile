@@ -27,7 +27,8 @@ endif
 model: setup
 	$(BIN)/polar-vllm prepare-model smollm2-135m
 
-demo: model
+demo: setup
+	$(BIN)/polar-vllm prepare-model qwen2.5-coder-0.5b
 	$(BIN)/python -m polar_vllm.demo
 
 test: model

@@ -1,19 +1,42 @@
-"""The demo behind ``make demo``: vLLM with PoLar on the bundled model, generating for a few
-prompts under different layer programs, all in one batch, side by side."""
+"""The demo behind ``make demo``: what the shipped predictor buys on Qwen2.5-Coder-0.5B.
+
+Held-out test questions of the generated arithmetic levels 1-3 (never searched, trained or
+calibrated on) run twice in ONE vLLM batch: at full depth (greedy, ``polar_program: "full"``)
+and with the program the shipped predictor picks for each question. A few hand-written
+programs (a repeated layer, skipped layers) run in the same batch. The demo prints some
+questions side by side and one summary line: accuracy and mean executed layers against greedy.
+"""
 
 from __future__ import annotations
 
 import os
+import statistics
+from dataclasses import dataclass
+from typing import Any
 
 from polar_vllm.bundled import prepare_model
-from polar_vllm.program import parse_program
+from polar_vllm.config import PROGRAM_ARG, QUESTION_ARG
+from polar_vllm.data import answers_match, build_prompt, extract_answer
+from polar_vllm.program import format_program, parse_program
 
-DEMO_PROMPTS = (
-    "Tom has 7 apples and buys 5 more. How many apples does Tom have now?",
-    "The capital of France is",
-    "Write a haiku about the sea.",
-)
-DEMO_PROGRAMS = ("full", "0-9,8-9,10-29", "0-4,8-13,16-21,24-29")
+DEMO_MODEL = "qwen2.5-coder-0.5b"
+"""The bundled model, and the name of its shipped predictor."""
+DEMO_LEVELS = (1, 2, 3)
+QUESTIONS_PER_LEVEL = 12
+SHOWN_PER_LEVEL = 3
+MAX_TOKENS = 16
+HAND_WRITTEN_PROGRAMS = ("0-5,5-23", "0-11,13-23", "0-9,14-23")
+"""Layer 5 run twice (25 layers), layer 12 skipped (23), layers 10-13 skipped (20)."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One generated answer: its program, text and whether it is right."""
+
+    program: str
+    layers: int
+    text: str
+    right: bool
 
 
 def _small_cpu_kv_cache() -> None:
@@ -33,40 +56,88 @@ def check_vllm_loads(model_directory: str) -> str:
     return text
 
 
-def run_demo(max_tokens: int = 24) -> None:
-    """Start PoLar vLLM and print each prompt's generation under every demo program."""
-    from transformers import AutoTokenizer
+def _test_questions(per_level: int) -> list[Any]:
+    """The first ``per_level`` test problems of each demo level, as the evaluation builds them."""
+    from polar_vllm.predictor.eval_run import build_items
+    from polar_vllm.predictor.settings import EvalSettings
+
+    settings = EvalSettings(levels=DEMO_LEVELS, ood_levels=(), count_per_level=per_level)
+    items, _ = build_items(settings)
+    return items
+
+
+def _answer(output: Any, program: str, depth: int, reference: str) -> Answer:
+    text = output.outputs[0].text
+    right = answers_match(extract_answer(text), reference)
+    return Answer(program, len(parse_program(program, depth)), text.strip(), right)
+
+
+def _line(label: str, answer: Answer) -> str:
+    mark = "right" if answer.right else "wrong"
+    return f"  {label:<9} {answer.program:<22} {answer.layers:2d} layers  {mark}: {answer.text!r}"
+
+
+def run_demo(per_level: int = QUESTIONS_PER_LEVEL, shown_per_level: int = SHOWN_PER_LEVEL) -> None:
+    """Run greedy and the shipped predictor side by side on test questions and print them."""
     from vllm import LLM, SamplingParams
 
-    directory = str(prepare_model("smollm2-135m"))
+    from polar_vllm.offline import polar_program
+
+    items = _test_questions(per_level)
+    directory = str(prepare_model(DEMO_MODEL))
     _small_cpu_kv_cache()
-    tokenizer = AutoTokenizer.from_pretrained(directory)
     llm = LLM(
         model=directory,
         enforce_eager=True,
-        dtype="float32",
-        max_model_len=512,
-        additional_config={"polar": {}},
+        dtype="bfloat16",
+        max_model_len=1024,
+        additional_config={"polar": {"predictor": DEMO_MODEL}},
     )
     depth = llm.llm_engine.model_config.hf_config.num_hidden_layers
-    chats = [
-        tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-        )
-        for prompt in DEMO_PROMPTS
+    tokenizer = llm.get_tokenizer()
+    questions = [item.problem.question for item in items]
+    prompts = [build_prompt(question, tokenizer) for question in questions]
+    full = format_program(parse_program("full", depth))
+
+    def params(extra_args: dict[str, Any]) -> SamplingParams:
+        return SamplingParams(max_tokens=MAX_TOKENS, temperature=0, extra_args=extra_args)
+
+    # One batch: every question at full depth, every question with the predictor's program
+    # (it reads the question, not the chat template), the first one under hand-written programs.
+    requests = [(p, params({PROGRAM_ARG: "full"})) for p in prompts]
+    requests += [(p, params({QUESTION_ARG: q})) for p, q in zip(prompts, questions, strict=True)]
+    requests += [(prompts[0], params({PROGRAM_ARG: h})) for h in HAND_WRITTEN_PROGRAMS]
+    outputs = llm.generate([p for p, _ in requests], [s for _, s in requests], use_tqdm=True)
+    # The program each predictor request ran: the same front end resolves it the same way.
+    pairs = zip(prompts, questions, strict=True)
+    chosen = [polar_program(llm, prompt, question=q).text for prompt, q in pairs]
+
+    count = len(items)
+    greedy = [
+        _answer(o, full, depth, item.problem.answer)
+        for o, item in zip(outputs[:count], items, strict=True)
     ]
-    requests = [(chat, program) for chat in chats for program in DEMO_PROGRAMS]
-    params = [
-        SamplingParams(max_tokens=max_tokens, temperature=0, extra_args={"polar_program": program})
-        for _, program in requests
+    polar = [
+        _answer(o, program, depth, item.problem.answer)
+        for o, program, item in zip(outputs[count : 2 * count], chosen, items, strict=True)
     ]
-    outputs = iter(llm.generate([chat for chat, _ in requests], params, use_tqdm=False))
-    print(f"\nPoLar vLLM on SmolLM2-135M ({depth} layers); all requests ran in one batch.")
-    for prompt in DEMO_PROMPTS:
-        print(f"\n=== {prompt}")
-        for program in DEMO_PROGRAMS:
-            layers = len(parse_program(program, depth))
-            print(f"  {program!r:>26} ({layers:2d} layers): {next(outputs).outputs[0].text!r}")
+    print(f"\nPoLar vLLM on {DEMO_MODEL} ({depth} layers) with its shipped predictor;")
+    print(f"{len(requests)} requests in one batch, greedy, {MAX_TOKENS} tokens.")
+    for level in DEMO_LEVELS:
+        group = [n for n, item in enumerate(items) if item.group == f"level {level}"]
+        for n in group[:shown_per_level]:
+            print(f"\n[level {level}] {questions[n]}  (answer {items[n].problem.answer})")
+            print(_line("greedy", greedy[n]))
+            print(_line("PoLar", polar[n]))
+    print(f"\nHand-written programs on the first question (answer {items[0].problem.answer}):")
+    for output, program in zip(outputs[2 * count :], HAND_WRITTEN_PROGRAMS, strict=True):
+        print(_line("program", _answer(output, program, depth, items[0].problem.answer)))
+    print(
+        f"\nSummary over {count} test questions (levels {DEMO_LEVELS[0]}-{DEMO_LEVELS[-1]}): "
+        f"greedy {100 * statistics.fmean(a.right for a in greedy):.1f}% right at {depth} layers; "
+        f"PoLar {100 * statistics.fmean(a.right for a in polar):.1f}% right at "
+        f"{statistics.fmean(a.layers for a in polar):.1f} mean layers."
+    )
 
 
 if __name__ == "__main__":

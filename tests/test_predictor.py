@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,13 @@ import torch
 import yaml
 
 from polar_vllm.cli import main
-from polar_vllm.data import MathProblem, answers_match, build_prompt, extract_answer
+from polar_vllm.data import (
+    MathProblem,
+    answers_match,
+    build_prompt,
+    extract_answer,
+    generate_problems,
+)
 from polar_vllm.generation import GenerationRequest, ReferenceProgramGenerator
 from polar_vllm.predictor import (
     DecodeOptions,
@@ -334,6 +341,18 @@ def test_shipped_predictor_by_name(smollm2_dir: str) -> None:
         resolve_predictor_dir("nope")
 
 
+def test_shipped_qwen_predictor_by_name() -> None:
+    """The Qwen2.5-Coder predictor ships with both documented operating points, and its
+    fallback guarantee holds on its own candidates: a margin of 1 always gives full depth."""
+    predictor = load_predictor("qwen2.5-coder-0.5b", expected_depth=24)
+    config = predictor.config
+    assert config.head == "candidates" and config.candidates[0] == "0-23"
+    assert {"accuracy", "efficiency"} <= set(config.operating_points)
+    questions = [p.question for level in (1, 2, 3) for p in generate_problems(level, 20, seed=5)]
+    never = predictor.with_point(OperatingPoint(length_penalty=3.0, margin=FALLBACK_ALWAYS))
+    assert {format_program(r[0]) for r in predict_programs(never, questions)} == {"0-23"}
+
+
 def test_run_configs_parse(tmp_path: Path) -> None:
     for name in ("smollm2", "smoke"):
         settings = load_settings(REPO / f"configs/predictor/{name}.yaml")
@@ -512,6 +531,38 @@ def _dense_labels(path: Path, phrases: list[str], names: list[str]) -> Path:
                 lines.append(_dense_record(f"{fruit}-{name}-{j}", text, right))
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def test_oracle_summary_on_searched_test_questions() -> None:
+    """The oracle counts a question solved when any searched program is right, charges the
+    shortest right program's layers (full depth when none), and puts the methods beside it
+    on exactly the searched questions."""
+    from polar_vllm.predictor.oracle import oracle_summary
+
+    def record(qid: str, evaluated: list[tuple[str, bool]]) -> LabelRecord:
+        programs = tuple((parse_program(p, 8), right) for p, right in evaluated)
+        return LabelRecord(qid, f"q {qid}", "1", 1, "toy", 8, evaluated[0][1], programs)
+
+    records = [
+        record("a", [("0-7", False), ("0-5", True), ("0-3,3-7", True)]),
+        record("b", [("0-7", False), ("0-6", False)]),
+        record("z", [("0-7", True)]),  # not evaluated: ignored
+    ]
+
+    def method(right: bool, layers: int) -> dict[str, Any]:
+        return asdict(MethodResult([right], [layers], ["p"]))
+
+    items = [
+        {"id": "a", "group": "level 1", "greedy_full": method(False, 8), "polar": method(1, 6)},
+        {"id": "b", "group": "level 1", "greedy_full": method(True, 8), "polar": method(0, 7)},
+        {"id": "c", "group": "level 1", "greedy_full": method(True, 8), "polar": method(1, 8)},
+    ]
+    oracle = oracle_summary(records, items, 8)
+    assert (oracle["questions"], oracle["pass@1"], oracle["avg_layers"]) == (2, 0.5, 7.0)
+    assert oracle["methods"]["greedy_full"] == {"pass@1": 0.5, "avg_layers": 8.0}
+    assert oracle["methods"]["polar"] == {"pass@1": 0.5, "avg_layers": 6.5}
+    with pytest.raises(ValueError, match="no question of the oracle labels"):
+        oracle_summary(records[2:], items, 8)
 
 
 def test_choice_rule_fallback_and_calibration() -> None:
