@@ -300,6 +300,7 @@ def _predictor_eval(data: dict[str, Any]) -> str:
         key=lambda g: (0 if g.startswith("level") else 1 if g == "in_distribution" else 2, g),
     )
     methods = list(dict.fromkeys(m for g in groups for m in data["groups"][g]))
+    layers_group = "in_distribution" if "in_distribution" in groups else groups[0]
     rows = []
     for method in methods:
         cells = []
@@ -308,9 +309,9 @@ def _predictor_eval(data: dict[str, Any]) -> str:
             cells.append(
                 f"{100 * stats['pass@1']:.1f} / {100 * stats['pass@5']:.1f}" if stats else ""
             )
-        layers = data["groups"][groups[0]][method]["avg_layers"]
+        layers = data["groups"][layers_group][method]["avg_layers"]
         rows.append([method, *cells, f"{layers:.1f}"])
-    text = "pass@1 / pass@5 in %, per question group; mean executed layers of the first group.\n\n"
+    text = f"pass@1 / pass@5 in %, per question group; mean executed layers of {layers_group}.\n\n"
     table = _table(["method", *groups, "layers"], rows)
     oracle = data.get("oracle")
     if not oracle:
