@@ -185,3 +185,16 @@ def test_bad_program_fails_alone(family_llm):
                 finished[output.request_id] = output
     assert sorted(finished) == sorted(good)
     assert all(len(output.outputs[0].token_ids) == 6 for output in finished.values())
+
+
+def test_kv_group_layers_mixing_attention_types_is_refused(tmp_path, smollm2_dir, in_process):
+    """Gemma 3's layers alternate sliding, sliding, global: groups of 2 layers would put a
+    global and a sliding-window layer in one KV-cache group, which the allocator cannot
+    honour, so the engine refuses to start, naming the setting."""
+    directory = str(build_tiny_model("gemma3", tmp_path / "gemma3", Path(smollm2_dir)))
+    polar = {"polar": {"kv_group_layers": 2}}
+    with (
+        pytest.raises(Exception, match=r"kv_group_layers=2 puts layers \[2, 3\]"),
+        vllm_engine(directory, additional_config=polar, **ENGINE_SETTINGS),
+    ):
+        pass
