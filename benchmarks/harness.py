@@ -9,6 +9,7 @@ lives in (say, a git worktree) rather than another installed copy.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
@@ -236,3 +237,11 @@ def mix_programs(mix: str, depth: int, count: int, args: argparse.Namespace) -> 
     else:
         pool = list(label_programs(args.labels, depth))
     return [pool[index % len(pool)] for index in range(count)]
+
+
+def write_result(results: dict[str, Any], path: Path) -> Path:
+    """Write a benchmark's ``results`` as indented JSON to ``path`` (folders made as needed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {path}")
+    return path

@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from harness import engine_settings, machine_record
+from harness import engine_settings, machine_record, write_result
 
 from polar_vllm.compat.shutdown import shutdown_engine
 from polar_vllm.config import QUESTION_ARG
@@ -184,11 +183,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"layers {row['mean_layers']:5.2f}  {row['requests_per_s']:6.2f} req/s  "
             f"{row['ratio_to_stock']:.2f}x stock"
         )
-    out = Path(args.results_dir) / f"predictor_payoff_{args.tag}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    out = write_result(results, Path(args.results_dir) / f"predictor_payoff_{args.tag}.json")
     plot(results, out.with_suffix(".png"))
-    print(f"wrote {out}")
     return results
 
 

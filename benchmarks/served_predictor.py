@@ -30,6 +30,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from harness import write_result
+
 from polar_vllm.data import answers_match, build_messages, extract_answer
 from polar_vllm.predictor.eval_run import build_items, model_directory
 from polar_vllm.predictor.settings import load_settings
@@ -157,10 +159,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "server_executed_layers": metric,
     }
     print(json.dumps({k: v for k, v in results.items() if k != "command"}, indent=1))
-    out = Path(args.results_dir) / f"served_{args.tag}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-    print(f"wrote {out}")
+    write_result(results, Path(args.results_dir) / f"served_{args.tag}.json")
     return results
 
 
