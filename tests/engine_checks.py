@@ -52,6 +52,16 @@ def polar_params(program: str | None, max_tokens: int) -> Any:
     return SamplingParams(max_tokens=max_tokens, temperature=0, extra_args=extra)
 
 
+def finish_requests(engine: Any) -> dict[str, Any]:
+    """Step ``engine`` until no request is left; the finished outputs by request id."""
+    finished = {}
+    while engine.has_unfinished_requests():
+        for output in engine.step():
+            if output.finished:
+                finished[output.request_id] = output
+    return finished
+
+
 def generate(llm: Any, requests: Sequence[tuple[str, str | None]], max_tokens: int) -> list[Any]:
     """Run ``(prompt, program)`` requests as one batch; vLLM's ``RequestOutput`` list."""
     prompts = [prompt for prompt, _ in requests]

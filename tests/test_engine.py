@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from engine_checks import compare_with_reference, generate, polar_params
+from engine_checks import compare_with_reference, finish_requests, generate, polar_params
 
 from polar_vllm.executor import merge_programs
 from polar_vllm.program import parse_program
@@ -115,11 +115,7 @@ def test_bad_program_fails_alone_and_engine_keeps_serving(polar_llm, extra_args,
     with pytest.raises(ValueError, match="polar") as error:
         engine.add_request("bad", PROMPTS[0], bad_params)
     assert named in str(error.value)
-    finished = {}
-    while engine.has_unfinished_requests():
-        for output in engine.step():
-            if output.finished:
-                finished[output.request_id] = output
+    finished = finish_requests(engine)
     assert sorted(finished) == sorted(good)
     assert all(len(output.outputs[0].token_ids) == 6 for output in finished.values())
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import torch
-from engine_checks import compare_with_reference, generate, vllm_engine
+from engine_checks import compare_with_reference, finish_requests, generate, vllm_engine
 from tiny_models import TINY_FAMILIES, build_tiny_model
 
 from polar_vllm.program import full_program
@@ -178,11 +178,7 @@ def test_bad_program_fails_alone(family_llm):
         engine.add_request(request_id, PROMPTS[0], params(program))
     with pytest.raises(ValueError, match="depth 6"):
         engine.add_request("bad", PROMPTS[0], params("0-6"))
-    finished = {}
-    while engine.has_unfinished_requests():
-        for output in engine.step():
-            if output.finished:
-                finished[output.request_id] = output
+    finished = finish_requests(engine)
     assert sorted(finished) == sorted(good)
     assert all(len(output.outputs[0].token_ids) == 6 for output in finished.values())
 
