@@ -29,7 +29,7 @@ model: setup
 
 demo: setup
 	$(BIN)/polar-vllm prepare-model qwen2.5-coder-0.5b
-	$(BIN)/python -m polar_vllm.demo
+	$(BIN)/python -m polar_vllm.cli.demo
 
 test: model
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -10,7 +10,7 @@ from setuptools.command.editable_wheel import editable_wheel
 STARTUP_HOOK = "polar_vllm_cli.pth"
 """Installed next to the packages; at interpreter start it arms the hook that adds
 ``--polar`` / ``--polar-predictor`` to ``vllm serve`` (vLLM loads plugins only after it
-parses its command line). The hook imports nothing heavy: see polar_vllm/cli_hook.py."""
+parses its command line). The hook imports nothing heavy: see polar_vllm/compat/cli_hook.py."""
 
 VLLM_VERSION = "0.32.0"
 
@@ -72,6 +72,6 @@ setup(
     },
     entry_points={
         "vllm.general_plugins": ["polar = polar_vllm:register"],
-        "console_scripts": ["polar-vllm = polar_vllm.cli:main"],
+        "console_scripts": ["polar-vllm = polar_vllm.cli.main:main"],
     },
 )

@@ -23,8 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from polar_vllm.data import build_prompt, generate_problems
 from polar_vllm.program import Program, format_program, full_program
-from polar_vllm.program_sets import homogeneous_program, label_programs, random_polar_programs
+from polar_vllm.program.families import homogeneous_program, random_polar_programs
 from polar_vllm.search.config import load_search_config
+from polar_vllm.search.labels import label_programs
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 RESULTS = REPOSITORY / "benchmarks" / "results"

@@ -43,11 +43,11 @@ from harness import (
     workload_prompts,
 )
 
-from polar_vllm.bundled import BUNDLED_MODELS, prepare_model
-from polar_vllm.config import PolarConfig
-from polar_vllm.kv_groups import KVGroupLayout
+from polar_vllm.engine.config import PolarConfig
+from polar_vllm.engine.kv_groups import KVGroupLayout
+from polar_vllm.models.bundled import BUNDLED_MODELS, prepare_model
 from polar_vllm.program import Program, format_program, full_program
-from polar_vllm.program_sets import label_programs
+from polar_vllm.search.labels import label_programs
 
 KV_RESULTS = RESULTS / "kv_capacity"
 STOCK = "stock"

@@ -15,7 +15,7 @@ With that per-call cost c(n) it prices the merged schedule of each mix at each b
 sum over steps of c(rows of the step), against the full program's D x c(B), and reports the
 speed-up and share of ideal that the schedule alone allows for decode: for a batch of B
 requests of the mix, and (``--queue-factors``) for q x B requests waiting at once, batched by
-program-aware admission (``polar_vllm/batching.py``). It also reports the
+program-aware admission (``polar_vllm/engine/batching.py``). It also reports the
 bytes of weights per layer and the machine's memory read bandwidth, whose quotient is the
 floor of c(n).
 
@@ -57,12 +57,12 @@ from harness import (
 )
 from tqdm import tqdm
 
-from polar_vllm.batching import program_aware_order
-from polar_vllm.bundled import BUNDLED_MODELS, prepare_model
 from polar_vllm.compat.shutdown import shutdown_engine
+from polar_vllm.engine.batching import program_aware_order
 from polar_vllm.executor.schedule import merge_programs, schedule_lower_bound
+from polar_vllm.models.bundled import BUNDLED_MODELS, prepare_model
 from polar_vllm.program import Program, full_program
-from polar_vllm.program_sets import homogeneous_program
+from polar_vllm.program.families import homogeneous_program
 
 PROGRAM_MIXES = ("full", "h75", *MIXES)
 QUEUE_LINE_STYLES = ("o-", "s--", "^-.", "D:", "v--")
@@ -183,7 +183,7 @@ def admitted_batches(programs: Sequence[Program], batch_size: int) -> list[list[
 
     Requests arrive in list order and all generate the same number of tokens, so each batch is
     admitted whole when the previous one finishes; no request becomes overdue
-    (:func:`polar_vllm.batching.program_aware_order` with no delay bound).
+    (:func:`polar_vllm.engine.batching.program_aware_order` with no delay bound).
     """
     waiting = list(range(len(programs)))
     batches = []

@@ -31,9 +31,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from polar_vllm.bundled import prepare_model
 from polar_vllm.compat.shutdown import shutdown_engine
 from polar_vllm.data import build_prompt, generate_problems
+from polar_vllm.models.bundled import prepare_model
 from polar_vllm.predictor import init_random_predictor, load_predictor, predict_programs
 from polar_vllm.predictor.overhead import measure_overhead
 from polar_vllm.program import format_program

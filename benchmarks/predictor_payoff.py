@@ -33,12 +33,12 @@ from typing import Any
 from harness import engine_settings, machine_record, write_result
 
 from polar_vllm.compat.shutdown import shutdown_engine
-from polar_vllm.config import QUESTION_ARG
 from polar_vllm.data import answers_match, build_prompt, extract_answer
+from polar_vllm.engine.config import QUESTION_ARG
 from polar_vllm.predictor import load_predictor, predict_programs
 from polar_vllm.predictor.eval_run import build_items, model_directory
 from polar_vllm.predictor.evaluation import EvalItem
-from polar_vllm.predictor.settings import load_settings
+from polar_vllm.predictor.run_settings import load_settings
 
 RESULTS = Path(__file__).resolve().parent / "results" / "predictor_payoff"
 STOCK = "stock"

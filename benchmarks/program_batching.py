@@ -47,10 +47,10 @@ from harness import (
 )
 from tqdm import tqdm
 
-from polar_vllm.bundled import BUNDLED_MODELS, prepare_model
 from polar_vllm.compat.shutdown import shutdown_engine
-from polar_vllm.config import DEFAULT_ADMISSION_WINDOW_S, DEFAULT_MAX_DELAY_S
 from polar_vllm.data import build_prompt, generate_problems
+from polar_vllm.engine.config import DEFAULT_ADMISSION_WINDOW_S, DEFAULT_MAX_DELAY_S
+from polar_vllm.models.bundled import BUNDLED_MODELS, prepare_model
 
 VARIANTS = ("stock", "polar_fcfs", "polar_program_aware")
 

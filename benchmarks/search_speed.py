@@ -37,11 +37,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from polar_vllm.data import build_prompt, generate_problems
-from polar_vllm.generation import GenerationRequest
 from polar_vllm.program import Program, format_program, full_program
 from polar_vllm.search.actions import ActionSpace, length_window
 from polar_vllm.search.backends import open_generator
 from polar_vllm.search.config import BACKENDS, SearchConfig, load_search_config
+from polar_vllm.search.generation import GenerationRequest
 
 RESULTS = Path(__file__).resolve().parent / "results" / "search_speed"
 

@@ -34,7 +34,7 @@ from harness import write_result
 
 from polar_vllm.data import answers_match, build_messages, extract_answer
 from polar_vllm.predictor.eval_run import build_items, model_directory
-from polar_vllm.predictor.settings import load_settings
+from polar_vllm.predictor.run_settings import load_settings
 
 RESULTS = Path(__file__).resolve().parent / "results" / "predictor_payoff"
 

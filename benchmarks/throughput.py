@@ -55,10 +55,10 @@ from harness import (
 )
 from tqdm import tqdm
 
-from polar_vllm.bundled import BUNDLED_MODELS, prepare_model
-from polar_vllm.config import PolarConfig
+from polar_vllm.engine.config import PolarConfig
+from polar_vllm.models.bundled import BUNDLED_MODELS, prepare_model
 from polar_vllm.predictor import load_predictor
-from polar_vllm.program_sets import label_programs
+from polar_vllm.search.labels import label_programs
 
 STOCK = "stock"
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from engine_checks import vllm_engine
 
-from polar_vllm.bundled import prepare_model
+from polar_vllm.models.bundled import prepare_model
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 # apply_model() ships a test function to the engine process, which needs pickling.

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from polar_vllm.compat.shutdown import shutdown_engine
+from polar_vllm.executor.reference import generate_greedy
 from polar_vllm.program import parse_program
-from polar_vllm.reference import generate_greedy
 
 
 @contextlib.contextmanager

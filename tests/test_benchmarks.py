@@ -98,8 +98,8 @@ def test_program_batching_benchmark_quick(tmp_path):
 
 @pytest.mark.parametrize("model", ["smollm2-135m", "qwen2.5-coder-0.5b"])
 def test_program_batching_labels_default_to_the_models_oracle_study(model):
-    from polar_vllm.bundled import BUNDLED_MODELS
-    from polar_vllm.program_sets import label_programs
+    from polar_vllm.models.bundled import BUNDLED_MODELS
+    from polar_vllm.search.labels import label_programs
 
     args = _load("program_batching").parse_args(["--model", model])
     pool = label_programs(args.labels, BUNDLED_MODELS[model].num_layers)

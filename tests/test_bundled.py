@@ -7,9 +7,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from polar_vllm.bundled import is_complete, model_dir, prepare_model
+from polar_vllm.executor.reference import generate_greedy
+from polar_vllm.models.bundled import is_complete, model_dir, prepare_model
 from polar_vllm.program import full_program
-from polar_vllm.reference import generate_greedy
 
 
 def test_prepared_model_is_complete():

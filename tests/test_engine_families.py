@@ -21,8 +21,8 @@ import torch
 from engine_checks import compare_with_reference, finish_requests, generate, vllm_engine
 from tiny_models import TINY_FAMILIES, build_tiny_model
 
+from polar_vllm.executor.reference import layer_types, program_logits
 from polar_vllm.program import full_program
-from polar_vllm.reference import layer_types, program_logits
 
 DEPTH = 6
 MAX_TOKENS = 10

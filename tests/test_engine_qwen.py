@@ -17,7 +17,7 @@ import torch
 from engine_checks import compare_with_reference, generate, vllm_engine
 from vllm import SamplingParams
 
-from polar_vllm.bundled import prepare_model
+from polar_vllm.models.bundled import prepare_model
 from polar_vllm.program import format_program
 
 pytestmark = pytest.mark.slow

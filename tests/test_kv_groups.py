@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from polar_vllm.config import PolarConfig, PolarConfigError
-from polar_vllm.kv_groups import KVGroup, KVGroupLayout, program_slots
+from polar_vllm.engine.config import PolarConfig, PolarConfigError
+from polar_vllm.engine.kv_groups import KVGroup, KVGroupLayout, program_slots
 from polar_vllm.program import full_program, parse_program
 
 DEPTH = 30

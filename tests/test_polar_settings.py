@@ -7,13 +7,18 @@ import argparse
 
 import pytest
 
-from polar_vllm.batching import BURST_QUIET_S, gathering_burst, new_steps, program_aware_order
 from polar_vllm.compat.cli_args import apply_polar_arguments
-from polar_vllm.config import PolarConfig, PolarConfigError, polar_settings
+from polar_vllm.engine.batching import (
+    BURST_QUIET_S,
+    gathering_burst,
+    new_steps,
+    program_aware_order,
+)
+from polar_vllm.engine.config import PolarConfig, PolarConfigError, polar_settings
+from polar_vllm.engine.request_programs import program_cache_salt, resolve_request_program
 from polar_vllm.executor import program_steps
 from polar_vllm.program import ProgramError, full_program
-from polar_vllm.program_sets import homogeneous_program, random_polar_programs
-from polar_vllm.request_programs import program_cache_salt, resolve_request_program
+from polar_vllm.program.families import homogeneous_program, random_polar_programs
 
 DEPTH = 30
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from polar_vllm.cli import main
+from polar_vllm.cli.main import main
 from polar_vllm.data import (
     MathProblem,
     answers_match,
@@ -24,7 +24,6 @@ from polar_vllm.data import (
     extract_answer,
     generate_problems,
 )
-from polar_vllm.generation import GenerationRequest, ReferenceProgramGenerator
 from polar_vllm.predictor import (
     DecodeOptions,
     PredictorConfig,
@@ -44,6 +43,7 @@ from polar_vllm.predictor.evaluation import EvalItem, MethodResult, evaluate, su
 from polar_vllm.predictor.labels import build_targets, read_labels
 from polar_vllm.predictor.network import PolarHead
 from polar_vllm.predictor.overhead import measure_overhead
+from polar_vllm.predictor.run_settings import TrainSettings, load_settings
 from polar_vllm.predictor.selection import (
     FALLBACK_ALWAYS,
     OperatingPoint,
@@ -52,11 +52,11 @@ from polar_vllm.predictor.selection import (
     pick_point,
     rank,
 )
-from polar_vllm.predictor.settings import TrainSettings, load_settings
 from polar_vllm.predictor.static_skip import layer_importance, static_skip_program
 from polar_vllm.predictor.storage import build_head
 from polar_vllm.predictor.training import encode_set, train_head
 from polar_vllm.program import format_program, full_program, parse_program
+from polar_vllm.search.generation import GenerationRequest, ReferenceProgramGenerator
 from polar_vllm.search.labels import LabelRecord
 
 REPO = Path(__file__).resolve().parents[1]
@@ -676,7 +676,7 @@ def test_candidate_predictor_trains_calibrates_and_falls_back(tmp_path: Path) ->
 def test_front_end_serves_a_candidate_predictor_at_its_operating_point(tmp_path: Path) -> None:
     """The serving front end loads a candidate predictor at the operating point the PoLar
     settings name: the likeliest candidate at margin 0, the full program at margin 1."""
-    from polar_vllm.config import PolarConfig
+    from polar_vllm.engine.config import PolarConfig
     from polar_vllm.serving.front_end import PolarFrontEnd
 
     depth = 30

@@ -16,8 +16,8 @@ from engine_checks import generate, vllm_engine
 from server_process import failed_start, polar_metrics, post_json, vllm_server
 from vllm import SamplingParams
 
+from polar_vllm import polar_program
 from polar_vllm.compat.input_processor import polar_front_end
-from polar_vllm.offline import polar_program
 from polar_vllm.predictor import init_random_predictor, load_predictor, predict_programs
 from polar_vllm.program import ProgramError, format_program, parse_program
 

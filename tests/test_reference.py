@@ -4,9 +4,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from polar_vllm.bundled import prepare_model
+from polar_vllm.executor.reference import generate_greedy, program_logits
+from polar_vllm.models.bundled import prepare_model
 from polar_vllm.program import ProgramError, full_program, parse_program
-from polar_vllm.reference import generate_greedy, program_logits
 
 PROMPTS = ["The capital of France is", "def fibonacci(n):", "Tom has 7 apples and buys 5 more."]
 

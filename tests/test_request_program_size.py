@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from polar_vllm.config import PolarConfig
+from polar_vllm.engine.config import PolarConfig
+from polar_vllm.engine.request_programs import max_program_chars, resolve_request_program
 from polar_vllm.program import ProgramError
-from polar_vllm.request_programs import max_program_chars, resolve_request_program
 
 DEPTH = 30
 

@@ -18,9 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from polar_vllm.cli import main as cli_main
+from polar_vllm.cli.main import main as cli_main
 from polar_vllm.data import MathProblem
-from polar_vllm.generation import GenerationRequest
 from polar_vllm.program import full_program, validate_program
 from polar_vllm.search import (
     ActionSpace,
@@ -39,9 +38,10 @@ from polar_vllm.search import (
 )
 from polar_vllm.search.config import load_search_config
 from polar_vllm.search.dense import candidate_programs, score_questions
+from polar_vllm.search.generation import GenerationRequest
 from polar_vllm.search.labels import LabelRecord
 from polar_vllm.search.mcts import Node
-from polar_vllm.search.run import load_questions
+from polar_vllm.search.pipeline import load_questions
 from polar_vllm.search.study import is_loop_only, is_skip_only
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -182,8 +182,8 @@ def test_no_third_pass():
 # --- UCB and selection -------------------------------------------------------------------
 
 
-def test_ucb_score_and_length_penalty():
-    settings = MctsSettings(exploration=1.0, length_penalty=5.0)
+def test_ucb_score_and_layer_cost():
+    settings = MctsSettings(exploration=1.0, layer_cost=5.0)
     long = Node(tuple(range(30)), 1, visits=2, reward=1.0)
     short = Node(tuple(range(26)), 1, visits=2, reward=1.0)
     bonus = math.sqrt(math.log(10) / 2)
@@ -192,7 +192,7 @@ def test_ucb_score_and_length_penalty():
     # equal statistics: the shorter program wins; without the penalty a better mean wins
     better_long = Node(tuple(range(30)), 1, visits=2, reward=2.0)
     assert ucb_score(short, 10, 30, settings) > ucb_score(better_long, 10, 30, settings)
-    no_penalty = MctsSettings(length_penalty=0.0)
+    no_penalty = MctsSettings(layer_cost=0.0)
     assert ucb_score(better_long, 10, 30, no_penalty) > ucb_score(short, 10, 30, no_penalty)
 
 
@@ -229,11 +229,11 @@ def test_selection_descends_or_expands():
     assert len(star.evaluated) == 7
 
 
-def test_length_penalty_drives_search_shorter():
+def test_layer_cost_drives_search_shorter():
     space = ActionSpace(20, *length_window(20, 0.5, 1.5))
 
     def mean_length(penalty: float, seed: str) -> float:
-        settings = MctsSettings(simulations=60, length_penalty=penalty)
+        settings = MctsSettings(simulations=60, layer_cost=penalty)
         search = ProgramSearch(space, settings, seed)
         while not search.done:
             search.complete([True] * len(search.propose()))  # every program is right
@@ -630,7 +630,7 @@ def test_engine_search_batches_rounds_and_matches_reference(
     """MCTS through the real PoLar engine: one engine call per round holding the candidates of
     every active question, and the engine's answers equal the transformers reference's."""
     from polar_vllm.data import build_prompt, generate_problems
-    from polar_vllm.generation import ReferenceProgramGenerator, VllmProgramGenerator
+    from polar_vllm.search.generation import ReferenceProgramGenerator, VllmProgramGenerator
 
     problems = generate_problems(1, 3, 7)
     questions = [SearchQuestion(p, build_prompt(p.question, tokenizer)) for p in problems]
@@ -666,7 +666,7 @@ def test_engine_generator_samples_through_chunked_prefills(polar_llm, tokenizer)
     depends on its seed only, not on the batch around it (the same requests in reverse order,
     chunked at other places, give the same texts)."""
     from polar_vllm.data import build_prompt, generate_problems
-    from polar_vllm.generation import VllmProgramGenerator
+    from polar_vllm.search.generation import VllmProgramGenerator
 
     generator = VllmProgramGenerator(polar_llm)
     problems = generate_problems(5, 48, 11)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 from engine_checks import generate, vllm_engine
 
-from polar_vllm.bundled import prepare_model
+from polar_vllm.models.bundled import prepare_model
 
 pytestmark = pytest.mark.slow
 

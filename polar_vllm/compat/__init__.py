@@ -11,7 +11,7 @@ as stock, with one deliberate exception (a fix, last in the list):
 * ``GPUModelRunner._model_forward`` (inherited by the CPU runner): the batch's programs reach
   the model (:mod:`.model_runner`);
 * ``LLM.generate``: one batched predictor call for all prompts of an offline batch
-  (:mod:`.offline`);
+  (:mod:`.llm_generate`, which also answers :func:`polar_vllm.polar_program`);
 * the OpenAI server's chat handler and app (:mod:`.serving`): the last user message feeds the
   predictor, and the ``/v1/polar/program`` route (alias ``/polar/program``);
 * ``MPClient.shutdown`` and the API server's ``serve_http``: the server exits with status 1
@@ -21,11 +21,16 @@ as stock, with one deliberate exception (a fix, last in the list):
   (:mod:`.seeded_sampling`; active with PoLar off too: it changes only steps that would fail).
 
 ``vllm serve``'s ``--polar`` / ``--polar-predictor`` flags come from :mod:`.cli_args`, armed
-by the startup hook :mod:`polar_vllm.cli_hook` (vLLM parses its command line before it loads
-plugins).
+by the startup hook :mod:`.cli_hook` (vLLM parses its command line before it loads plugins).
 
-:mod:`.attention_slots` and :mod:`.attention_metadata` hold the model-side glue: extra-pass KV
-slots and per-backend attention-metadata subsetting.
+Two tiers, so that imports point one way (``tests/test_layering.py`` checks it):
+
+* the glue lower layers use, which imports nothing above :mod:`polar_vllm.engine`:
+  :mod:`.attention_slots` and :mod:`.attention_metadata` (the model side: extra-pass KV slots and
+  per-backend attention-metadata subsetting), :mod:`.batch_jobs` and :mod:`.shutdown` (engines
+  the search and the predictor pipeline open and close);
+* the hooks above, which install the model classes, the serving front end and the predictor
+  into vLLM and so may import them.
 """
 
 from __future__ import annotations
@@ -63,8 +68,8 @@ def install() -> None:
         polar_process_inputs,
     )
     from .kv_cache_groups import install_program_kv_hooks
+    from .llm_generate import polar_generate
     from .model_runner import polar_model_forward
-    from .offline import polar_generate
     from .seeded_sampling import restore_discarded_generators, skip_offset_rewind
     from .serving import install_serving_hooks
 

@@ -2,7 +2,7 @@
 (vLLM 0.32).
 
 :func:`add_polar_arguments` patches vLLM's serve-argument module (``make_arg_parser`` and
-``validate_parsed_serve_args``) as soon as it is imported (see :mod:`polar_vllm.cli_hook`):
+``validate_parsed_serve_args``) as soon as it is imported (see :mod:`polar_vllm.compat.cli_hook`):
 the flags are added to the parser, and after parsing they are folded into
 ``--additional-config`` as ``{"polar": {...}}``, which is all the engine reads.
 """
@@ -15,7 +15,7 @@ import json
 from types import ModuleType
 from typing import Any
 
-from polar_vllm.config import POLAR_CONFIG_KEY
+from polar_vllm.engine.config import POLAR_CONFIG_KEY
 
 __all__ = ["add_polar_arguments", "apply_polar_arguments"]
 

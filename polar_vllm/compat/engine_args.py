@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from polar_vllm.compat.kv_cache_groups import check_program_kv_supported
-from polar_vllm.config import polar_settings
+from polar_vllm.engine.config import polar_settings
 from polar_vllm.models import POLAR_ARCHITECTURES, unsupported_architecture_message
 
 __all__ = ["V2_RUNNER_ENV", "PolarArchitectureOverride", "polar_engine_config"]

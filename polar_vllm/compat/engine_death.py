@@ -22,7 +22,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from polar_vllm.config import polar_settings
+from polar_vllm.engine.config import polar_settings
 
 __all__ = ["ENGINE_DEATH_EXIT_STATUS", "exit_nonzero_on_engine_death", "record_engine_death"]
 

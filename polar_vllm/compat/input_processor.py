@@ -22,9 +22,9 @@ from typing import Any
 
 from vllm.exceptions import VLLMValidationError
 
-from polar_vllm.config import PROGRAM_ARG, PolarConfig, polar_settings
+from polar_vllm.engine.config import PROGRAM_ARG, PolarConfig, polar_settings
+from polar_vllm.engine.request_programs import program_cache_salt
 from polar_vllm.program import ProgramError
-from polar_vllm.request_programs import program_cache_salt
 from polar_vllm.serving.front_end import PolarFrontEnd
 from polar_vllm.serving.prediction import PREDICTED_PROGRAM
 

@@ -1,10 +1,10 @@
 """KV-cache groups that follow programs (vLLM 0.32): the engine-core side.
 
-With PoLar on, the model's attention layers (one per (layer, pass) KV slot) are grouped into
-vLLM KV-cache groups as :class:`~polar_vllm.kv_groups.KVGroupLayout` says: ``kv_group_layers``
-consecutive layers of one pass per group. vLLM's hybrid KV cache manager then keeps a block
-table per group, all groups drawing blocks from one shared pool (the groups' KV tensors
-overlay one allocation, a block holding ``kv_group_layers`` layers), and the scheduler side
+With PoLar on, the model's attention layers (one per (layer, pass) KV slot) are grouped into vLLM
+KV-cache groups as :class:`~polar_vllm.engine.kv_groups.KVGroupLayout` says: ``kv_group_layers``
+consecutive layers of one pass per group. vLLM's hybrid KV cache manager then keeps a block table
+per group, all groups drawing blocks from one shared pool (the groups' KV tensors overlay one
+allocation, a block holding ``kv_group_layers`` layers), and the scheduler side
 (:mod:`.kv_cache_manager`) allocates a request's blocks only in the groups its program enters.
 
 * ``kv_cache_utils.get_kv_cache_groups``: the PoLar grouping (group role
@@ -38,8 +38,8 @@ from polar_vllm.compat.kv_cache_manager import (
     polar_get_computed_blocks,
     polar_scheduler_init,
 )
-from polar_vllm.config import PolarConfig, PolarConfigError, polar_settings
-from polar_vllm.kv_groups import KVGroupLayout
+from polar_vllm.engine.config import PolarConfig, PolarConfigError, polar_settings
+from polar_vllm.engine.kv_groups import KVGroupLayout
 from polar_vllm.program import full_program
 
 __all__ = [

@@ -1,12 +1,13 @@
 """KV blocks by program in vLLM's scheduler (vLLM 0.32).
 
-The engine core gives a PoLar model one KV-cache group per :class:`~polar_vllm.kv_groups.KVGroup`
-(:mod:`.kv_cache_groups`), each with the group role :data:`POLAR_GROUP_ROLE`, so vLLM's
-coordinator manages each group with :class:`ProgramGroupManager` (a group of full-attention
-layers) or :class:`ProgramSlidingWindowManager` (a group of sliding-window layers, role
-:data:`POLAR_SLIDING_GROUP_ROLE`): vLLM's own manager of that attention type, except that a
-request whose program never enters the group gets no blocks in it. Blocks a request does get
-are allocated, prefix-cached, freed (outside a sliding window too) and preempted by vLLM's code.
+The engine core gives a PoLar model one KV-cache group per
+:class:`~polar_vllm.engine.kv_groups.KVGroup` (:mod:`.kv_cache_groups`), each with the group role
+:data:`POLAR_GROUP_ROLE`, so vLLM's coordinator manages each group with :class:`ProgramGroupManager`
+(a group of full-attention layers) or :class:`ProgramSlidingWindowManager` (a group of
+sliding-window layers, role :data:`POLAR_SLIDING_GROUP_ROLE`): vLLM's own manager of that attention
+type, except that a request whose program never enters the group gets no blocks in it. Blocks a
+request does get are allocated, prefix-cached, freed (outside a sliding window too) and preempted by
+vLLM's code.
 
 * ``Scheduler.__init__``: with PoLar on, hands the managers a :class:`ProgramMembership`, which
   reads each request's program from the scheduler's own request table.
@@ -26,9 +27,9 @@ from vllm.v1.core.kv_cache_manager import KVCacheBlocks
 from vllm.v1.core.single_type_kv_cache_manager import FullAttentionManager, SlidingWindowManager
 
 from polar_vllm.compat.attention_slots import slot_of_layer_name
-from polar_vllm.config import PolarConfig, polar_settings
-from polar_vllm.kv_groups import KVGroup, KVGroupLayout
-from polar_vllm.request_programs import request_program
+from polar_vllm.engine.config import PolarConfig, polar_settings
+from polar_vllm.engine.kv_groups import KVGroup, KVGroupLayout
+from polar_vllm.engine.request_programs import request_program
 
 __all__ = [
     "POLAR_GROUP_ROLE",

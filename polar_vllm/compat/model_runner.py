@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from polar_vllm.config import PolarConfig
+from polar_vllm.engine.config import PolarConfig
+from polar_vllm.engine.request_programs import PolarBatch, request_program
 from polar_vllm.program import Program
-from polar_vllm.request_programs import PolarBatch, request_program
 
 __all__ = ["polar_model_forward"]
 

@@ -1,8 +1,9 @@
 """The program-aware scheduler (vLLM 0.32): vLLM's scheduler with the waiting queue
-reordered by :func:`polar_vllm.batching.program_aware_order` before each step; no waiting
+reordered by :func:`polar_vllm.engine.batching.program_aware_order` before each step; no waiting
 request is passed over by later arrivals for longer than the ``max_delay_s`` setting. An idle
 engine holds admission while a burst of requests is still arriving (at most the
-``admission_window_s`` setting; :func:`polar_vllm.batching.gathering_burst`), running empty steps.
+``admission_window_s`` setting; :func:`polar_vllm.engine.batching.gathering_burst`), running
+empty steps.
 
 Selected with ``additional_config["polar"]["scheduling"] = "program_aware"`` (the engine
 configuration hook sets ``scheduler_cls``). Requests that already hold KV blocks (preempted
@@ -19,10 +20,10 @@ from vllm.v1.core.sched.interface import PauseState
 from vllm.v1.core.sched.request_queue import FCFSRequestQueue
 from vllm.v1.core.sched.scheduler import Scheduler
 
-from polar_vllm.batching import BURST_QUIET_S, gathering_burst, program_aware_order
-from polar_vllm.config import PolarConfig, polar_settings
+from polar_vllm.engine.batching import BURST_QUIET_S, gathering_burst, program_aware_order
+from polar_vllm.engine.config import PolarConfig, polar_settings
+from polar_vllm.engine.request_programs import request_program
 from polar_vllm.program import Program
-from polar_vllm.request_programs import request_program
 
 __all__ = ["ProgramAwareScheduler"]
 

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from polar_vllm.config import polar_settings
+from polar_vllm.engine.config import polar_settings
 from polar_vllm.serving.prediction import QUESTION_TEXT
 from polar_vllm.serving.routes import last_user_message, polar_router
 

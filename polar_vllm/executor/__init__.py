@@ -5,8 +5,8 @@ Plain torch; no vLLM import. See :mod:`.schedule`, :mod:`.plan` and :mod:`.run`.
 
 from polar_vllm.program import Program, Step, program_steps
 
+from .execution import LayerFn, run_plan
 from .plan import BatchPlan, SlotRows, StepPlan, clear_plan_cache, plan_batch
-from .run import LayerFn, run_plan
 from .schedule import (
     MergedSchedule,
     ScheduleStep,

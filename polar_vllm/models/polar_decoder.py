@@ -42,10 +42,10 @@ from polar_vllm.compat.attention_slots import (
     make_slot_attention,
     slot_layer_name,
 )
-from polar_vllm.config import PolarConfig, polar_settings
+from polar_vllm.engine.config import PolarConfig, polar_settings
+from polar_vllm.engine.request_programs import PolarBatch
 from polar_vllm.executor import BatchPlan, StepPlan, plan_batch, run_plan
 from polar_vllm.models.contract import check_decoder_contract
-from polar_vllm.request_programs import PolarBatch
 
 __all__ = ["PolarCausalLMMixin"]
 

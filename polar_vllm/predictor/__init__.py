@@ -10,10 +10,10 @@
 * :mod:`.shipped`: predictors shipped in the package, by model name.
 """
 
-from polar_vllm.predictor.config import FORMAT_VERSION, PredictorConfig
 from polar_vllm.predictor.decoding import DecodeOptions, ScoredProgram, decode
 from polar_vllm.predictor.errors import PredictorError
 from polar_vllm.predictor.predict import predict_programs, predict_scored
+from polar_vllm.predictor.predictor_config import FORMAT_VERSION, PredictorConfig
 from polar_vllm.predictor.shipped import resolve_predictor_dir, shipped_predictors
 from polar_vllm.predictor.storage import (
     Predictor,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from polar_vllm.predictor.config import PredictorConfig
+from polar_vllm.predictor.predictor_config import PredictorConfig
 
 __all__ = ["CandidateHead"]
 

@@ -25,12 +25,12 @@ from typing import Any
 
 import torch
 
-from polar_vllm.predictor.config import PredictorConfig, model_matches
 from polar_vllm.predictor.encoder import TextEncoder
 from polar_vllm.predictor.errors import PredictorError
 from polar_vllm.predictor.labels import read_labels
+from polar_vllm.predictor.predictor_config import PredictorConfig, model_matches
+from polar_vllm.predictor.run_settings import RunSettings
 from polar_vllm.predictor.selection import CalibratedPoint, calibrate, pick_point
-from polar_vllm.predictor.settings import RunSettings
 from polar_vllm.predictor.storage import CandidateSet, save_predictor
 from polar_vllm.predictor.training import (
     HISTORY_FILE,

@@ -8,7 +8,7 @@ from typing import Any
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from polar_vllm.predictor.settings import load_settings
+    from polar_vllm.predictor.run_settings import load_settings
     from polar_vllm.predictor.training import train_from_settings
 
     settings = load_settings(args.config)
@@ -27,7 +27,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 def _cmd_eval(args: argparse.Namespace) -> None:
     from polar_vllm.predictor.eval_run import run_eval
-    from polar_vllm.predictor.settings import load_settings
+    from polar_vllm.predictor.run_settings import load_settings
 
     results = run_eval(load_settings(args.config))
     print(json.dumps(results["groups"], indent=1))

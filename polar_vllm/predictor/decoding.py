@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from polar_vllm.predictor.config import OP_SPACE, PredictorConfig
+from polar_vllm.predictor.predictor_config import OP_SPACE, PredictorConfig
 from polar_vllm.program import PolarForm, Program, SegmentOp
 
 __all__ = ["DecodeOptions", "ScoredProgram", "decode", "decode_boundaries", "search_ops"]

@@ -7,9 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from polar_vllm.bundled import BUNDLED_MODELS, prepare_model
 from polar_vllm.data import build_prompt, generate_problems, load_jsonl, split_problems
-from polar_vllm.generation import ProgramGenerator
+from polar_vllm.models.bundled import BUNDLED_MODELS, prepare_model
 from polar_vllm.predictor.candidate_training import (
     FRONTIER_FILE,
     candidate_set_of,
@@ -19,11 +18,12 @@ from polar_vllm.predictor.errors import PredictorError
 from polar_vllm.predictor.evaluation import EvalItem, evaluate, write_results
 from polar_vllm.predictor.labels import read_labels
 from polar_vllm.predictor.oracle import oracle_summary
+from polar_vllm.predictor.run_settings import EvalSettings, RunSettings
 from polar_vllm.predictor.selection import OperatingPoint
-from polar_vllm.predictor.settings import EvalSettings, RunSettings
 from polar_vllm.predictor.static_skip import layer_importance, static_skip_program
 from polar_vllm.predictor.storage import Predictor, load_predictor
 from polar_vllm.program import Program, format_program
+from polar_vllm.search.generation import ProgramGenerator
 
 __all__ = [
     "best_static_programs",
@@ -116,7 +116,7 @@ def frontier_variants(predictor: Predictor, directory: str, count: int) -> dict[
 def vllm_generator(model_dir: str, dtype: str) -> ProgramGenerator:
     """A PoLar-enabled vLLM engine on ``model_dir`` behind a program generator."""
     from polar_vllm.compat.batch_jobs import batch_job_llm
-    from polar_vllm.generation import VllmProgramGenerator
+    from polar_vllm.search.generation import VllmProgramGenerator
 
     return VllmProgramGenerator(batch_job_llm(model_dir, dtype), use_tqdm=True)
 
@@ -151,7 +151,7 @@ def run_eval(settings: RunSettings) -> dict[str, Any]:
         del model
         generator = vllm_generator(model_dir, options.dtype)
     else:
-        from polar_vllm.generation import ReferenceProgramGenerator
+        from polar_vllm.search.generation import ReferenceProgramGenerator
 
         generator = ReferenceProgramGenerator(model, tokenizer)
     results = evaluate(

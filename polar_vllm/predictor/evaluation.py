@@ -1,6 +1,6 @@
 """Evaluation of a predictor against baselines, always by running the programs.
 
-Methods, each generating answers through a :class:`~polar_vllm.generation.ProgramGenerator`:
+Methods, each generating answers through a :class:`~polar_vllm.search.generation.ProgramGenerator`:
 
 * ``greedy_full``: the full program, greedy;
 * ``sampling``: the full program sampled at each temperature of a grid, ``samples`` answers
@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from polar_vllm.data import MathProblem, answers_match, build_prompt, extract_answer
-from polar_vllm.generation import GenerationRequest, ProgramGenerator
 from polar_vllm.predictor.predict import predict_scored
 from polar_vllm.predictor.storage import Predictor
 from polar_vllm.program import Program, format_program, full_program
+from polar_vllm.search.generation import GenerationRequest, ProgramGenerator
 
 __all__ = [
     "EvalItem",

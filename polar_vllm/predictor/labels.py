@@ -18,8 +18,8 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from polar_vllm.predictor.config import OP_SPACE, model_matches
 from polar_vllm.predictor.errors import PredictorError
+from polar_vllm.predictor.predictor_config import OP_SPACE, model_matches
 from polar_vllm.program import PolarForm, ProgramError, canonical_polar_form, full_program
 from polar_vllm.search.labels import LabelRecord, read_label_records
 

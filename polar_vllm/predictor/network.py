@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from polar_vllm.predictor.config import OP_SPACE, PredictorConfig
+from polar_vllm.predictor.predictor_config import OP_SPACE, PredictorConfig
 
 __all__ = ["KEEP_PRIOR", "PolarHead"]
 

@@ -1,6 +1,6 @@
 """Predictor directories: the loaded :class:`Predictor`, loading with checks, saving, random init.
 
-Layout: ``config.yaml`` (:class:`~polar_vllm.predictor.config.PredictorConfig`) and
+Layout: ``config.yaml`` (:class:`~polar_vllm.predictor.predictor_config.PredictorConfig`) and
 ``model.safetensors`` (the :class:`~polar_vllm.predictor.network.PolarHead` weights). Every
 problem found while loading is a :class:`~polar_vllm.predictor.errors.PredictorError` naming the
 file and the expected and found values.
@@ -18,7 +18,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from polar_vllm.predictor.candidate_head import CandidateHead
-from polar_vllm.predictor.config import (
+from polar_vllm.predictor.encoder import TextEncoder
+from polar_vllm.predictor.errors import PredictorError
+from polar_vllm.predictor.network import PolarHead
+from polar_vllm.predictor.predictor_config import (
     CONFIG_FILE,
     WEIGHTS_FILE,
     PredictorConfig,
@@ -26,9 +29,6 @@ from polar_vllm.predictor.config import (
     read_config,
     write_config,
 )
-from polar_vllm.predictor.encoder import TextEncoder
-from polar_vllm.predictor.errors import PredictorError
-from polar_vllm.predictor.network import PolarHead
 from polar_vllm.predictor.selection import OperatingPoint
 from polar_vllm.predictor.shipped import resolve_predictor_dir
 from polar_vllm.program import PolarForm, Program, canonical_polar_form, full_program
@@ -65,7 +65,7 @@ class CandidateSet:
 
 
 Head = PolarHead | CandidateHead
-"""A trainable head of either kind (:data:`~polar_vllm.predictor.config.HEADS`)."""
+"""A trainable head of either kind (:data:`~polar_vllm.predictor.predictor_config.HEADS`)."""
 
 
 def build_head(config: PredictorConfig) -> Head:
@@ -185,7 +185,7 @@ def load_predictor(
             name of a shipped predictor (:func:`~polar_vllm.predictor.shipped.shipped_predictors`).
         expected_depth: The served model's number of layers; a different ``depth`` is an error.
         expected_model: The served model's name or path; see
-            :func:`~polar_vllm.predictor.config.model_matches`.
+            :func:`~polar_vllm.predictor.predictor_config.model_matches`.
         device: Torch device for the encoder and head.
         operating_point: A candidate predictor's operating point by name (default: the one
             its config names).

@@ -35,11 +35,11 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from polar_vllm.predictor.candidate_head import CandidateHead
-from polar_vllm.predictor.config import OP_SPACE, PredictorConfig
 from polar_vllm.predictor.encoder import TextEncoder
 from polar_vllm.predictor.errors import PredictorError
 from polar_vllm.predictor.labels import QuestionTargets, build_targets, read_labels
-from polar_vllm.predictor.settings import RunSettings, TrainSettings
+from polar_vllm.predictor.predictor_config import OP_SPACE, PredictorConfig
+from polar_vllm.predictor.run_settings import RunSettings, TrainSettings
 from polar_vllm.predictor.storage import Head, build_head, save_predictor
 from polar_vllm.search.labels import LabelRecord
 

@@ -7,14 +7,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from polar_vllm.bundled import prepare_model
 from polar_vllm.compat.shutdown import shutdown_engine
-from polar_vllm.generation import (
+from polar_vllm.models.bundled import prepare_model
+from polar_vllm.search.config import SearchConfig
+from polar_vllm.search.generation import (
     ProgramGenerator,
     ReferenceProgramGenerator,
     VllmProgramGenerator,
 )
-from polar_vllm.search.config import SearchConfig
 
 __all__ = ["model_directory", "open_generator"]
 

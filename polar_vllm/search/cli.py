@@ -33,7 +33,7 @@ def format_study(study: Mapping[str, Any]) -> str:
 def _cmd_search(args: argparse.Namespace) -> None:
     from polar_vllm.search.backends import open_generator
     from polar_vllm.search.config import load_search_config
-    from polar_vllm.search.run import run_search
+    from polar_vllm.search.pipeline import run_search
 
     config = load_search_config(args.config)
     with open_generator(config) as (generator, tokenizer):

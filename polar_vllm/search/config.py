@@ -13,10 +13,10 @@ from typing import Any
 
 import yaml
 
-from polar_vllm.bundled import BUNDLED_MODELS
-from polar_vllm.config import SCHEDULING_POLICIES
-from polar_vllm.config_loading import check_mapping, record_from_mapping
 from polar_vllm.data import LEVELS, SYSTEM_PROMPT
+from polar_vllm.engine.config import SCHEDULING_POLICIES
+from polar_vllm.engine.config_loading import check_mapping, record_from_mapping
+from polar_vllm.models.bundled import BUNDLED_MODELS
 from polar_vllm.program import Program, parse_program
 from polar_vllm.search.actions import ActionSpace, length_window
 from polar_vllm.search.dense import candidate_programs
@@ -54,7 +54,7 @@ class SearchConfig:
     max_tokens: int = 16
     seed: int = 0
     simulations: int = MctsSettings.simulations
-    length_penalty: float = MctsSettings.length_penalty
+    layer_cost: float = MctsSettings.layer_cost
     exploration: float = MctsSettings.exploration
     random_expand: float = MctsSettings.random_expand
     leaves_per_round: int = MctsSettings.leaves_per_round
@@ -128,7 +128,7 @@ class SearchConfig:
         """The MCTS parameters of this run."""
         return MctsSettings(
             simulations=self.simulations,
-            length_penalty=self.length_penalty,
+            layer_cost=self.layer_cost,
             exploration=self.exploration,
             random_expand=self.random_expand,
             leaves_per_round=self.leaves_per_round,

@@ -19,10 +19,10 @@ from collections.abc import Sequence
 
 from tqdm import tqdm
 
-from polar_vllm.generation import ProgramGenerator
 from polar_vllm.program import Program, full_program
 from polar_vllm.search.actions import ActionSpace
-from polar_vllm.search.runner import QuestionResult, SearchQuestion, SearchStats, store_missing
+from polar_vllm.search.batched import QuestionResult, SearchQuestion, SearchStats, store_missing
+from polar_vllm.search.generation import ProgramGenerator
 from polar_vllm.search.store import EvaluationStore
 
 __all__ = ["candidate_programs", "score_questions"]

@@ -23,9 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from polar_vllm.program import Program, full_program
-from polar_vllm.search.runner import QuestionResult
+from polar_vllm.search.batched import QuestionResult
 
-__all__ = ["LabelRecord", "label_record", "read_label_records", "write_label_records"]
+__all__ = [
+    "LabelRecord",
+    "label_programs",
+    "label_record",
+    "read_label_records",
+    "write_label_records",
+]
 
 _REQUIRED = ("id", "question", "model", "depth")
 
@@ -160,3 +166,18 @@ def read_label_records(paths: Sequence[str | os.PathLike[str]]) -> list[LabelRec
                 raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
             records.append(LabelRecord.from_json(raw, f"{path}:{lineno}"))
     return records
+
+
+def label_programs(path: Path | str, depth: int) -> tuple[Program, ...]:
+    """The shortest valid program of each question of a search label file, in file order.
+
+    Only records for a model of ``depth`` layers count; questions without a valid program are
+    left out. This is the heterogeneous mix an oracle predictor would send.
+    """
+    pool = []
+    for record in read_label_records([Path(path)]):
+        if record.depth == depth and record.valid_programs:
+            pool.append(min(record.valid_programs, key=len))
+    if not pool:
+        raise ValueError(f"{path} has no valid program for a model of depth {depth}")
+    return tuple(pool)

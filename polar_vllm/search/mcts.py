@@ -9,7 +9,10 @@ One simulation: from the root, at each node, with probability ``random_expand`` 
 when the node has no live child yet) add a random unexplored child and stop there; otherwise
 descend to the live child with the highest score
 
-    ``mean_reward + exploration * sqrt(ln(N_parent) / N_child) - length_penalty * |pi| / D``.
+    ``mean_reward + exploration * sqrt(ln(N_parent) / N_child) - layer_cost * |pi| / D``.
+
+``layer_cost`` is the paper's length penalty lambda, in reward units per ``D`` executed layers
+(the predictor's decoding ``length_penalty`` is a different setting).
 
 The new leaf's program is the candidate to evaluate; its reward (1 if the greedy answer is
 correct, else 0) is added along the path. Evaluation is asynchronous so that many questions
@@ -40,7 +43,7 @@ class MctsSettings:
     """Search parameters (see the module docstring)."""
 
     simulations: int = 100
-    length_penalty: float = 5.0
+    layer_cost: float = 5.0
     exploration: float = 1.0
     random_expand: float = 0.1
     leaves_per_round: int = 4
@@ -48,7 +51,7 @@ class MctsSettings:
     def __post_init__(self) -> None:
         if self.simulations < 0 or self.leaves_per_round < 1:
             raise ValueError(f"need simulations >= 0 and leaves_per_round >= 1, got {self}")
-        if not 0 <= self.random_expand <= 1 or self.exploration < 0 or self.length_penalty < 0:
+        if not 0 <= self.random_expand <= 1 or self.exploration < 0 or self.layer_cost < 0:
             raise ValueError(f"invalid search settings {self}")
 
 
@@ -69,7 +72,7 @@ def ucb_score(child: Node, parent_visits: int, depth: int, settings: MctsSetting
     """Selection score of ``child``: mean reward + exploration bonus - length penalty."""
     mean = child.reward / child.visits
     bonus = settings.exploration * math.sqrt(math.log(parent_visits) / child.visits)
-    return mean + bonus - settings.length_penalty * len(child.program) / depth
+    return mean + bonus - settings.layer_cost * len(child.program) / depth
 
 
 class ProgramSearch:

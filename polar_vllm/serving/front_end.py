@@ -17,9 +17,9 @@ import logging
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from polar_vllm.config import PROGRAM_ARG, QUESTION_ARG, PolarConfig
+from polar_vllm.engine.config import PROGRAM_ARG, QUESTION_ARG, PolarConfig
+from polar_vllm.engine.request_programs import ResolvedProgram, resolve_request_program
 from polar_vllm.program import Program
-from polar_vllm.request_programs import ResolvedProgram, resolve_request_program
 from polar_vllm.serving.metrics import observe_predictor_failure, observe_request_program
 from polar_vllm.serving.prediction import (
     PREDICTED_PROGRAM,

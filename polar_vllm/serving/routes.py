@@ -20,9 +20,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from polar_vllm.config import PROGRAM_ARG
+from polar_vllm.engine.config import PROGRAM_ARG
+from polar_vllm.engine.request_programs import resolve_request_program
 from polar_vllm.program import ProgramError
-from polar_vllm.request_programs import resolve_request_program
 
 __all__ = ["PROGRAM_ROUTE", "PROGRAM_ROUTE_ALIAS", "last_user_message", "polar_router"]
 

@@ -1,14 +1,14 @@
-"""Families of programs for benchmarks and baselines: fixed-size skips and repeats, seeded
-random programs in PoLar form, and the programs a search label file found."""
+"""Families of programs for benchmarks and baselines: fixed-size skips and repeats, and seeded
+random programs in PoLar form. The programs a search found come from
+:func:`polar_vllm.search.labels.label_programs`."""
 
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 from polar_vllm.program import MAX_SEGMENT_LEN, PolarForm, Program, SegmentOp, full_program
 
-__all__ = ["homogeneous_program", "label_programs", "random_polar_programs"]
+__all__ = ["homogeneous_program", "random_polar_programs"]
 
 
 def _spread(candidates: list[int], count: int) -> list[int]:
@@ -71,20 +71,3 @@ def random_polar_programs(
             seen.add(candidate)
             programs.append(candidate)
     raise ValueError(f"could not draw {count} distinct programs in the requested length range")
-
-
-def label_programs(path: Path | str, depth: int) -> tuple[Program, ...]:
-    """The shortest valid program of each question of a search label file, in file order.
-
-    Only records for a model of ``depth`` layers count; questions without a valid program are
-    left out. This is the heterogeneous mix an oracle predictor would send.
-    """
-    from polar_vllm.search import read_label_records
-
-    pool = []
-    for record in read_label_records([Path(path)]):
-        if record.depth == depth and record.valid_programs:
-            pool.append(min(record.valid_programs, key=len))
-    if not pool:
-        raise ValueError(f"{path} has no valid program for a model of depth {depth}")
-    return tuple(pool)

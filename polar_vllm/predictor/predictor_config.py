@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from polar_vllm.config_loading import check_keys, check_mapping, field_names
+from polar_vllm.engine.config_loading import check_keys, check_mapping, field_names
 from polar_vllm.predictor.errors import PredictorError
 from polar_vllm.program import (
     MAX_SEGMENT_LEN,

@@ -1,4 +1,6 @@
-"""PoLar in vLLM's offline ``LLM`` (vLLM 0.32): batched predictions for ``LLM.generate``.
+"""PoLar in vLLM's offline ``LLM`` (vLLM 0.32): batched predictions for ``LLM.generate``, and
+which program a prompt runs (:func:`program_for_prompt`, public as
+:func:`polar_vllm.polar_program`).
 
 ``LLM.generate`` hands its prompts to the input processor one at a time. With a predictor,
 the wrapper first predicts the programs of every prompt that carries no program of its own in
@@ -12,7 +14,12 @@ import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["polar_generate"]
+from polar_vllm.engine.config import PROGRAM_ARG, QUESTION_ARG
+from polar_vllm.engine.request_programs import ResolvedProgram
+
+from .input_processor import polar_front_end
+
+__all__ = ["polar_generate", "program_for_prompt"]
 
 
 def _as_list(value: Any, count: int) -> list[Any]:
@@ -39,8 +46,6 @@ def polar_generate(generate: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(generate)
     def wrapper(self: Any, prompts: Any, sampling_params: Any = None, *args: Any, **kwargs: Any):
-        from .input_processor import polar_front_end
-
         front_end = polar_front_end(self.llm_engine.input_processor)
         if front_end is None or front_end.service is None:
             return generate(self, prompts, sampling_params, *args, **kwargs)
@@ -48,3 +53,19 @@ def polar_generate(generate: Callable[..., Any]) -> Callable[..., Any]:
             return generate(self, prompts, sampling_params, *args, **kwargs)
 
     return wrapper
+
+
+def program_for_prompt(
+    llm: Any,
+    prompt: str,
+    program: str | Sequence[int] | None = None,
+    question: str | None = None,
+) -> ResolvedProgram:
+    """The program ``prompt`` runs in ``llm``: see :func:`polar_vllm.polar_program`."""
+    front_end = polar_front_end(llm.llm_engine.input_processor)
+    if front_end is None:
+        raise ValueError("PoLar is off for this LLM: pass additional_config={'polar': {...}}")
+    extra_args: dict[str, Any] = {} if program is None else {PROGRAM_ARG: program}
+    if question is not None:
+        extra_args[QUESTION_ARG] = question
+    return front_end.choose(extra_args, lambda: front_end.question(prompt, extra_args=extra_args))

@@ -15,11 +15,11 @@ from polar_vllm.data import (
     load_jsonl,
     split_problems,
 )
-from polar_vllm.generation import ProgramGenerator
+from polar_vllm.search.batched import SearchQuestion, SearchStats, search_questions
 from polar_vllm.search.config import SearchConfig
 from polar_vllm.search.dense import score_questions
+from polar_vllm.search.generation import ProgramGenerator
 from polar_vllm.search.labels import label_record, write_label_records
-from polar_vllm.search.runner import SearchQuestion, SearchStats, search_questions
 from polar_vllm.search.store import EvaluationStore
 from polar_vllm.search.study import write_study
 

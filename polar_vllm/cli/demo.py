@@ -14,9 +14,9 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from polar_vllm.bundled import prepare_model
-from polar_vllm.config import PROGRAM_ARG, QUESTION_ARG
 from polar_vllm.data import answers_match, build_prompt, extract_answer
+from polar_vllm.engine.config import PROGRAM_ARG, QUESTION_ARG
+from polar_vllm.models.bundled import prepare_model
 from polar_vllm.program import format_program, parse_program
 
 DEMO_MODEL = "qwen2.5-coder-0.5b"
@@ -59,7 +59,7 @@ def check_vllm_loads(model_directory: str) -> str:
 def _test_questions(per_level: int) -> list[Any]:
     """The first ``per_level`` test problems of each demo level, as the evaluation builds them."""
     from polar_vllm.predictor.eval_run import build_items
-    from polar_vllm.predictor.settings import EvalSettings
+    from polar_vllm.predictor.run_settings import EvalSettings
 
     settings = EvalSettings(levels=DEMO_LEVELS, ood_levels=(), count_per_level=per_level)
     items, _ = build_items(settings)
@@ -81,7 +81,7 @@ def run_demo(per_level: int = QUESTIONS_PER_LEVEL, shown_per_level: int = SHOWN_
     """Run greedy and the shipped predictor side by side on test questions and print them."""
     from vllm import LLM, SamplingParams
 
-    from polar_vllm.offline import polar_program
+    from polar_vllm import polar_program
 
     items = _test_questions(per_level)
     directory = str(prepare_model(DEMO_MODEL))

@@ -4,7 +4,7 @@
   batched ``LLM.generate`` call, the program riding in
   ``SamplingParams.extra_args["polar_program"]``.
 * :class:`ReferenceProgramGenerator` runs the pairs one at a time through the transformers
-  reference executor (:mod:`polar_vllm.reference`); it is the slow ground truth.
+  reference executor (:mod:`polar_vllm.executor.reference`); it is the slow ground truth.
 
 Search, predictor evaluation and benchmarks are written against :class:`ProgramGenerator`.
 """
@@ -97,7 +97,7 @@ class ReferenceProgramGenerator:
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
         """Greedy completions, computed one request after another."""
-        from polar_vllm.reference import generate_greedy
+        from polar_vllm.executor.reference import generate_greedy
 
         texts = []
         for request in requests:

@@ -19,8 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from polar_vllm.config import PROGRAM_ARG, QUESTION_ARG, PolarConfig
-from polar_vllm.config_loading import check_keys
+from polar_vllm.engine.config import PROGRAM_ARG, QUESTION_ARG, PolarConfig
+from polar_vllm.engine.config_loading import check_keys
 from polar_vllm.program import Program, ProgramError, format_program, parse_program
 
 __all__ = [

@@ -17,14 +17,14 @@ Keys (all optional):
 * ``default_program``: the program of a request that carries none and gets no prediction
   (default ``"full"``).
 * ``scheduling``: ``"fcfs"`` (default, vLLM's order) or ``"program_aware"`` (admit waiting
-  requests grouped by program; see :mod:`polar_vllm.batching`).
+  requests grouped by program; see :mod:`polar_vllm.engine.batching`).
 * ``max_delay_s``: with ``"program_aware"``, the longest a waiting request may be passed over
   by later arrivals, in seconds (default 30). Longer bounds let deeper queues be grouped into
   batches that share more layers, at the cost of the wait of requests whose programs fit badly.
 * ``admission_window_s``: with ``"program_aware"``, the longest an idle engine (no request
   running) holds arriving requests so that its first batch is chosen from the whole burst, in
   seconds (default 0.5; ``0`` admits at once). It admits as soon as requests stop arriving
-  (:data:`polar_vllm.batching.BURST_QUIET_S`), so a lone request waits 10 ms at most.
+  (:data:`polar_vllm.engine.batching.BURST_QUIET_S`), so a lone request waits 10 ms at most.
 * ``kv_group_layers``: how many consecutive layers of one pass share a KV-cache group
   (default 1). A request gets KV blocks only in the groups its program enters, so a program
   that skips a whole group, or does not loop, holds no KV memory there; larger groups mean
@@ -39,7 +39,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from polar_vllm.config_loading import check_keys, check_mapping, field_names
+from polar_vllm.engine.config_loading import check_keys, check_mapping, field_names
 from polar_vllm.program import Program, ProgramError, full_program, parse_program
 
 __all__ = [

@@ -7,13 +7,13 @@ import importlib
 import json
 from collections.abc import Sequence
 
-from polar_vllm.bundled import BUNDLED_MODELS, prepare_model
+from polar_vllm.models.bundled import BUNDLED_MODELS, prepare_model
 
 
 def _cmd_prepare_model(args: argparse.Namespace) -> None:
     directory = prepare_model(args.name, force=args.force)
     if args.check_vllm:
-        from polar_vllm.demo import check_vllm_loads
+        from polar_vllm.cli.demo import check_vllm_loads
 
         check_vllm_loads(str(directory))
     print(directory)
@@ -23,8 +23,8 @@ def _cmd_run_reference(args: argparse.Namespace) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from polar_vllm.executor.reference import generate_greedy
     from polar_vllm.program import describe_program, parse_program
-    from polar_vllm.reference import generate_greedy
 
     directory = prepare_model(args.model)
     tokenizer = AutoTokenizer.from_pretrained(directory)

@@ -19,9 +19,14 @@ from typing import Any, TypeVar
 
 import yaml
 
-from polar_vllm.config_loading import check_keys, check_mapping, field_names, record_from_mapping
-from polar_vllm.predictor.config import DEFAULT_ENCODER, HEADS
+from polar_vllm.engine.config_loading import (
+    check_keys,
+    check_mapping,
+    field_names,
+    record_from_mapping,
+)
 from polar_vllm.predictor.errors import PredictorError
+from polar_vllm.predictor.predictor_config import DEFAULT_ENCODER, HEADS
 
 __all__ = ["EvalSettings", "RunSettings", "TrainSettings", "load_settings"]
 

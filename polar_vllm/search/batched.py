@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from tqdm import tqdm
 
 from polar_vllm.data import MathProblem, answers_match, extract_answer
-from polar_vllm.generation import GenerationRequest, ProgramGenerator
 from polar_vllm.program import Program
 from polar_vllm.search.actions import ActionSpace
+from polar_vllm.search.generation import GenerationRequest, ProgramGenerator
 from polar_vllm.search.mcts import MctsSettings, ProgramSearch
 from polar_vllm.search.store import Evaluation, EvaluationStore
 

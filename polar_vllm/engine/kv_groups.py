@@ -13,7 +13,7 @@ import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from polar_vllm.config import PolarConfig
+from polar_vllm.engine.config import PolarConfig
 from polar_vllm.program import Program
 
 __all__ = ["KVGroup", "KVGroupLayout", "program_slots"]

@@ -26,24 +26,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
-__all__ = [
-    "FULL",
-    "MAX_SEGMENT_LEN",
-    "PolarForm",
-    "Program",
-    "ProgramError",
-    "SegmentOp",
-    "Step",
-    "canonical_polar_form",
-    "describe_program",
-    "executed_layers",
-    "format_program",
-    "full_program",
-    "parse_program",
-    "program_steps",
-    "validate_program",
-]
-
 Program = tuple[int, ...]
 """A layer program: the decoder-layer indices a request runs, in order."""
 

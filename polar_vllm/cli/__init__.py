@@ -1,0 +1,1 @@
+"""The ``polar-vllm`` command (:mod:`.main`) and the demo behind ``make demo`` (:mod:`.demo`)."""
