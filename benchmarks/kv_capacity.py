@@ -43,6 +43,7 @@ from harness import (
     workload_prompts,
 )
 
+from polar_vllm.compat.shutdown import shutdown_engine
 from polar_vllm.engine.config import PolarConfig
 from polar_vllm.engine.kv_groups import KVGroupLayout
 from polar_vllm.models.bundled import BUNDLED_MODELS, prepare_model
@@ -127,7 +128,7 @@ def kv_bytes_per_stock_token(model_dir: str, dtype: str) -> int:
 
 def shut_down(llm: Any) -> None:
     """Stop an engine and free its memory before the next one starts."""
-    llm.llm_engine.engine_core.shutdown()
+    shutdown_engine(llm)
     del llm
     gc.collect()
 
