@@ -160,7 +160,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     for variant in args.variants:
         programs = program_set(variant, depth, questions, args.seed, sources)
         groups = statistics.fmean(len(layout.groups_of(program)) for program in programs)
-        capacity = cache.num_gpu_blocks * cache.block_size * config.kv_group_layers / groups
+        # One block id addresses a page in each of the kv_group_layers shared tensors, so a
+        # token costs one block slot per group it enters, whatever the group size.
+        capacity = cache.num_gpu_blocks * cache.block_size / groups
         run = run_variant(polar, prompts, programs, args.max_tokens)
         layers = statistics.fmean(map(len, programs))
         rows.append(_row(variant, run, layers, capacity, groups, depth))
