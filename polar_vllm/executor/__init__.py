@@ -1,6 +1,7 @@
 """Program-of-Layers executor core: merge per-request layer programs and run them in one batch.
 
-Plain torch; no vLLM import. See :mod:`.schedule`, :mod:`.plan` and :mod:`.run`.
+Plain torch; no vLLM import. See :mod:`.schedule`, :mod:`.plan` and :mod:`.execution`;
+:mod:`.reference` is the HF transformers recompute reference the engine is tested against.
 """
 
 from polar_vllm.program import Program, Step, program_steps

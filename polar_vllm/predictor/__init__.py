@@ -1,6 +1,6 @@
 """The PoLar predictor: question text -> ranked layer programs, chosen before the LLM runs.
 
-* :mod:`.config` / :mod:`.storage`: the predictor directory (``config.yaml`` +
+* :mod:`.predictor_config` / :mod:`.storage`: the predictor directory (``config.yaml`` +
   ``model.safetensors``), loading with checks, saving, random initialisation;
 * :mod:`.encoder` / :mod:`.network`: frozen text encoder and the trainable head;
 * :mod:`.labels` / :mod:`.training`: search labels -> targets -> trained head;
