@@ -5,8 +5,9 @@ requests than the KV budget holds, and a small budget given in stock-vLLM tokens
 (``--kv-tokens``: the same bytes for every engine). PoLar gives a request KV blocks only in the
 KV-cache groups its program enters (``kv_group_layers`` layers of one pass per group), so a
 program that skips layers holds more requests in the same bytes. Variants: ``stock``, and the
-PoLar program sets ``full``, ``h75`` and ``labels`` (the oracle-label mix of a search label
-file), as ``throughput.py`` builds them.
+PoLar program sets ``full``, ``h75`` (a quarter of the layers skipped), ``r110`` (a tenth of the
+layers run twice: the looping program, which also takes pass-2 blocks) and ``labels`` (the
+oracle-label mix of a search label file), as ``throughput.py`` builds them.
 
 Each engine runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``) so its scheduler can be
 read between steps. Reported per variant: generated tokens/s, the most requests running at
@@ -52,7 +53,7 @@ from polar_vllm.search.labels import label_programs
 
 KV_RESULTS = RESULTS / "kv_capacity"
 STOCK = "stock"
-VARIANTS = ("full", "h75", "labels")
+VARIANTS = ("full", "h75", "r110", "labels")
 DEFAULT_LABELS = {
     "smollm2-135m": "benchmarks/results/search/smollm2/labels.jsonl",
     "qwen2.5-coder-0.5b": "benchmarks/results/search/qwen2.5-coder/labels.jsonl",

@@ -2,8 +2,9 @@
 request gets KV blocks only in the KV-cache groups (here one per (layer, pass) slot) its
 program enters, so a fixed KV budget holds more short-program requests than full-program ones;
 a looping request gets pass-2 blocks and a non-looping one none; prefix-cache hits stay within
-one program. The engine core runs in the test process so the scheduler can be inspected
-between steps."""
+one program; the per-group work of a step (attention metadata, slot mappings) is shared or done
+by one op, with vLLM's results. The engine core runs in the test process so the scheduler can
+be inspected between steps."""
 
 from __future__ import annotations
 
@@ -147,3 +148,50 @@ def test_prefix_cache_hits_stay_within_one_program(kv_llm):
     assert outputs[3].num_cached_tokens >= 2 * BLOCK_SIZE
     # The hit gives the same tokens as computing the prompt afresh.
     assert outputs[3].outputs[0].token_ids == outputs[0].outputs[0].token_ids
+
+
+def _model_runner(llm: Any) -> Any:
+    return llm.llm_engine.engine_core.engine_core.model_executor.driver_worker.worker.model_runner
+
+
+def test_per_group_step_work_is_cheap_and_exact(kv_llm):
+    """With one KV-cache group per slot, the CPU runner builds attention metadata once per spec
+    (the other groups swap in their block tables) and computes every group's slot mapping with
+    vLLM's CPU op directly, giving what vLLM's kernel launcher gives."""
+    import torch
+    from vllm.v1.worker.block_table import MultiGroupBlockTable
+
+    runner = _model_runner(kv_llm)
+    builders = [
+        builder
+        for groups in runner.attn_groups
+        for attention_group in groups
+        for builder in attention_group.metadata_builders
+    ]
+    assert len(builders) == 2 * DEPTH
+    assert all(builder.supports_update_block_table for builder in builders)
+    tables = runner.input_batch.block_table
+    assert "compute_slot_mapping" in vars(tables)  # PoLar's direct op, on this instance
+    # Two requests with different blocks in every group: 5 prompt tokens and 1 decode token.
+    rows = [[3 + 2 * group, 40 + group] for group in range(len(tables.block_tables))]
+    tables.add_row(tuple([row[0], row[0] + 1] for row in rows), 0)
+    tables.add_row(tuple([row[1]] for row in rows), 1)
+    query_start_loc = torch.tensor([0, 5, 6], dtype=torch.int32)
+    positions = torch.tensor([28, 29, 30, 31, 32, 7], dtype=torch.int64)
+    try:
+        tables.commit_block_table(2)  # the rows reach the tables the op reads, as each step
+        tables.compute_slot_mapping(2, query_start_loc, positions)
+        direct = [table.slot_mapping.gpu[:6].clone() for table in tables.block_tables]
+        MultiGroupBlockTable.compute_slot_mapping(tables, 2, query_start_loc, positions)
+        launched = [table.slot_mapping.gpu[:6].clone() for table in tables.block_tables]
+    finally:
+        tables.clear_row(0)
+        tables.clear_row(1)
+        tables.commit_block_table(2)
+    assert all(torch.equal(a, b) for a, b in zip(direct, launched, strict=True))
+    first, second = rows[7]
+    assert direct[7].tolist() == [
+        *(first * BLOCK_SIZE + offset for offset in range(28, 32)),
+        (first + 1) * BLOCK_SIZE,
+        second * BLOCK_SIZE + 7,
+    ]

@@ -16,6 +16,8 @@ as stock, with one deliberate exception (a fix, last in the list):
   predictor, and the ``/v1/polar/program`` route (alias ``/polar/program``);
 * ``MPClient.shutdown`` and the API server's ``serve_http``: the server exits with status 1
   when its engine died (:mod:`.engine_death`; the ``MPClient`` wrapper only records the death);
+* ``GPUModelRunner.initialize_kv_cache``: on CPU, a PoLar engine's per-KV-cache-group work of
+  each step made cheap (:mod:`.group_step_costs`);
 * ``GPUModelRunner._sample`` / ``_bookkeeping_sync``: seeded requests with chunked prefill on
   CPU rewind their generator by state, where stock vLLM raises and its engine dies
   (:mod:`.seeded_sampling`; active with PoLar off too: it changes only steps that would fail).
@@ -62,6 +64,7 @@ def install() -> None:
 
     from .engine_args import polar_engine_config
     from .engine_death import exit_nonzero_on_engine_death, record_engine_death
+    from .group_step_costs import polar_cpu_initialize_kv_cache
     from .input_processor import (
         polar_add_request,
         polar_input_processor_init,
@@ -85,6 +88,7 @@ def install() -> None:
     _wrap(MPClient, "shutdown", record_engine_death)
     _wrap(_api_server_entry(), "serve_http", exit_nonzero_on_engine_death)
     install_program_kv_hooks(_wrap)
+    _wrap(GPUModelRunner, "initialize_kv_cache", polar_cpu_initialize_kv_cache)
 
 
 def _api_server_entry() -> Any:
