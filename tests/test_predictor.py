@@ -6,6 +6,7 @@ the transformers reference generator. Training runs use a small depth to stay fa
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from dataclasses import asdict
@@ -40,9 +41,11 @@ from polar_vllm.predictor.decoding import decode, decode_boundaries
 from polar_vllm.predictor.encoder import TextEncoder, resolve_encoder
 from polar_vllm.predictor.eval_run import best_static_programs, frontier_variants
 from polar_vllm.predictor.evaluation import EvalItem, MethodResult, evaluate, summarize
+from polar_vllm.predictor.familiarity import GUARD_FILE, embed_questions
 from polar_vllm.predictor.labels import build_targets, read_labels
 from polar_vllm.predictor.network import PolarHead
 from polar_vllm.predictor.overhead import measure_overhead
+from polar_vllm.predictor.predictor_config import DEFAULT_GUARD_QUANTILE
 from polar_vllm.predictor.run_settings import TrainSettings, load_settings
 from polar_vllm.predictor.selection import (
     FALLBACK_ALWAYS,
@@ -351,6 +354,14 @@ def test_shipped_qwen_predictor_by_name() -> None:
     questions = [p.question for level in (1, 2, 3) for p in generate_problems(level, 20, seed=5)]
     never = predictor.with_point(OperatingPoint(length_penalty=3.0, margin=FALLBACK_ALWAYS))
     assert {format_program(r[0]) for r in predict_programs(never, questions)} == {"0-23"}
+    # its familiarity guard: training questions are familiar, an unrelated one gets full depth
+    guard = predictor.guard
+    assert guard is not None and 0.5 < guard.threshold < 0.9
+    labels = REPO / "benchmarks/results/search/qwen2.5-coder-dense-train/labels.jsonl"
+    train = [record.question for record in read_labels([str(labels)])[::200]]
+    familiarity = guard.familiarity(embed_questions(predictor.encoder, [*train, UNRELATED]))
+    assert familiarity[-1] < guard.threshold < float(familiarity[:-1].min())
+    assert format_program(predict_programs(predictor, [UNRELATED])[0][0]) == "0-23"
 
 
 def test_run_configs_parse(tmp_path: Path) -> None:
@@ -666,11 +677,45 @@ def test_candidate_predictor_trains_calibrates_and_falls_back(tmp_path: Path) ->
     assert {"polar@efficiency", "polar@likeliest", "polar@never"} < set(variants)
     assert "polar@accuracy" not in variants  # the default point runs as "polar"
     assert 1 <= sum(name.startswith("frontier@") for name in variants) <= 3
+    _check_familiarity_guard(directory, tmp_path / "run.yaml", settings)
     with pytest.raises(PredictorError, match="unknown operating point 'fast'"):
         load_predictor(directory, operating_point="fast")
     with pytest.raises(PredictorError, match="operating points belong to candidate"):
         init_random_predictor(tmp_path / "r", "toy", TOY_DEPTH)
         load_predictor(tmp_path / "r", operating_point="accuracy")
+
+
+UNRELATED = "Translate the greeting good morning into Spanish and French, please."
+
+
+def _check_familiarity_guard(directory: Path, run_file: Path, settings: dict[str, Any]) -> None:
+    """Training fitted the guard: its threshold is the 1% quantile of the validation
+    questions' familiarity; an unfamiliar question gets the full program first, familiar ones
+    the head's choice; ``fit-guard`` with a null quantile removes it."""
+    predictor = load_predictor(directory, operating_point="likeliest")
+    guard = predictor.guard
+    assert guard is not None and guard.quantile == DEFAULT_GUARD_QUANTILE
+    val_questions = [r.question for r in read_labels(settings["train"]["val_labels"])]
+    val_familiarity = guard.familiarity(embed_questions(predictor.encoder, val_questions))
+    assert guard.threshold == pytest.approx(float(torch.quantile(val_familiarity, 0.01)))
+    assert int((val_familiarity < guard.threshold).sum()) <= 1  # the least familiar only
+    familiar = [p.format(n="Ravi", x=4, y=9, f=f) for p in PHRASES for f in ("apples", "pears")]
+    questions = [*familiar, UNRELATED]
+    scores = guard.familiarity(embed_questions(predictor.encoder, questions))
+    assert bool((scores[:-1] >= guard.threshold).all()) and scores[-1] < guard.threshold
+    unguarded = copy.copy(predictor)
+    unguarded.guard = None
+    guarded_top = [r[0] for r in predict_programs(predictor, questions, top_k=3)]
+    assert guarded_top[:-1] == [r[0] for r in predict_programs(unguarded, familiar)]
+    assert guarded_top[-1] == full_program(TOY_DEPTH)
+    # the rest of the unfamiliar question's ranking keeps the head's order, full removed
+    ranked = predict_programs(predictor, [UNRELATED], top_k=4)[0]
+    expected = predict_programs(unguarded, [UNRELATED], top_k=4)[0]
+    assert ranked[1:] == [p for p in expected if p != full_program(TOY_DEPTH)][:3]
+    settings["train"]["familiarity_quantile"] = None
+    run_file.write_text(yaml.safe_dump(settings))
+    main(["fit-guard", "--config", str(run_file)])
+    assert not (directory / GUARD_FILE).exists() and load_predictor(directory).guard is None
 
 
 def test_front_end_serves_a_candidate_predictor_at_its_operating_point(tmp_path: Path) -> None:

@@ -11,7 +11,9 @@ stored in the predictor's ``config.yaml``:
 * ``efficiency``: the most accurate point within ``efficiency_layers * D`` layers.
 
 The validation frontier (accuracy against mean executed layers) is written as JSON and PNG
-next to the predictor, with the full program and the best static candidate marked.
+next to the predictor, with the full program and the best static candidate marked. Last, the
+familiarity guard is fitted on the training and validation questions
+(:func:`fit_familiarity_guard`, also ``polar-vllm fit-guard`` for a trained predictor).
 """
 
 from __future__ import annotations
@@ -27,8 +29,14 @@ import torch
 
 from polar_vllm.predictor.encoder import TextEncoder
 from polar_vllm.predictor.errors import PredictorError
+from polar_vllm.predictor.familiarity import GUARD_FILE, FamiliarityGuard, fit_guard, save_guard
 from polar_vllm.predictor.labels import read_labels
-from polar_vllm.predictor.predictor_config import PredictorConfig, model_matches
+from polar_vllm.predictor.predictor_config import (
+    CONFIG_FILE,
+    PredictorConfig,
+    model_matches,
+    read_config,
+)
 from polar_vllm.predictor.run_settings import RunSettings
 from polar_vllm.predictor.selection import CalibratedPoint, calibrate, pick_point
 from polar_vllm.predictor.storage import CandidateSet, save_predictor
@@ -49,6 +57,7 @@ __all__ = [
     "FRONTIER_FILE",
     "candidate_set_of",
     "dense_matrix",
+    "fit_familiarity_guard",
     "train_candidates",
 ]
 
@@ -142,11 +151,8 @@ def _plot_frontier(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def train_candidates(
-    settings: RunSettings, directory: str | os.PathLike[str] | None = None
-) -> TrainResult:
-    """Train a candidate predictor as ``settings`` say, choose its operating points on the
-    validation labels and write it (with loss history, plots and the validation frontier)."""
+def _label_records(settings: RunSettings) -> tuple[list[LabelRecord], list[LabelRecord]]:
+    """The dense training and validation label records of ``settings``' levels."""
     options = settings.train
     if not options.labels or not options.val_labels:
         raise PredictorError(
@@ -160,6 +166,43 @@ def train_candidates(
             f"no dense {'training' if not train_records else 'validation'} label records"
             + ("" if options.levels is None else f" of levels {options.levels}")
         )
+    return train_records, val_records
+
+
+def fit_familiarity_guard(
+    settings: RunSettings,
+    directory: str | os.PathLike[str] | None = None,
+    encoder: TextEncoder | None = None,
+) -> FamiliarityGuard | None:
+    """Fit the familiarity guard of the candidate predictor in ``directory`` (default:
+    ``settings.predictor_dir``) on ``settings``' training and validation questions and store
+    it there; None (and any stored guard removed) when ``familiarity_quantile`` is null."""
+    out = Path(directory if directory is not None else settings.predictor_dir)
+    quantile = settings.train.familiarity_quantile
+    if quantile is None:
+        (out / GUARD_FILE).unlink(missing_ok=True)
+        return None
+    train_records, val_records = _label_records(settings)
+    if encoder is None:  # the predictor's own encoder, as prediction runs it
+        config = read_config(out / CONFIG_FILE)
+        encoder = TextEncoder(config.encoder, max_tokens=config.max_question_tokens)
+    guard = fit_guard(
+        encoder,
+        [record.question for record in train_records],
+        [record.question for record in val_records],
+        quantile,
+    )
+    save_guard(out, guard)
+    return guard
+
+
+def train_candidates(
+    settings: RunSettings, directory: str | os.PathLike[str] | None = None
+) -> TrainResult:
+    """Train a candidate predictor as ``settings`` say, choose its operating points on the
+    validation labels and write it (with loss history, plots and the validation frontier)."""
+    options = settings.train
+    train_records, val_records = _label_records(settings)
     programs = candidate_set_of([*train_records, *val_records])
     depth = train_records[0].depth
     for record in (*train_records, *val_records):
@@ -238,6 +281,7 @@ def train_candidates(
     plot_losses(result.history, out / PLOT_FILE)
     (out / FRONTIER_FILE).write_text(json.dumps(report, indent=1))
     _plot_frontier(report, (out / FRONTIER_FILE).with_suffix(".png"))
+    fit_familiarity_guard(settings, out, encoder)
     return result
 
 

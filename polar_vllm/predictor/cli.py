@@ -1,4 +1,4 @@
-"""``polar-vllm train``, ``polar-vllm eval`` and ``polar-vllm predict``."""
+"""The predictor subcommands: ``train``, ``fit-guard``, ``eval`` and ``predict``."""
 
 from __future__ import annotations
 
@@ -23,6 +23,17 @@ def _cmd_train(args: argparse.Namespace) -> None:
             }
         )
     )
+
+
+def _cmd_fit_guard(args: argparse.Namespace) -> None:
+    from polar_vllm.predictor.candidate_training import fit_familiarity_guard
+    from polar_vllm.predictor.run_settings import load_settings
+
+    settings = load_settings(args.config)
+    output = args.output or settings.predictor_dir
+    guard = fit_familiarity_guard(settings, output)
+    record = None if guard is None else {"threshold": guard.threshold, "quantile": guard.quantile}
+    print(json.dumps({"predictor": str(output), "familiarity_guard": record}))
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
@@ -56,6 +67,14 @@ def add_subcommands(commands: Any) -> None:
     train.add_argument("--config", required=True, help="run YAML (configs/predictor/*.yaml)")
     train.add_argument("--output", help="predictor directory (default: predictor_dir)")
     train.set_defaults(handler=_cmd_train)
+
+    guard = commands.add_parser(
+        "fit-guard",
+        help="fit a trained candidate predictor's familiarity guard (train does it too)",
+    )
+    guard.add_argument("--config", required=True, help="run YAML (configs/predictor/*.yaml)")
+    guard.add_argument("--output", help="predictor directory (default: predictor_dir)")
+    guard.set_defaults(handler=_cmd_fit_guard)
 
     evaluate = commands.add_parser(
         "eval", help="evaluate a predictor against greedy, sampling and static skip"

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import torch
 
 from polar_vllm.predictor.decoding import DecodeOptions, ScoredProgram, decode
+from polar_vllm.predictor.familiarity import question_embeddings
 from polar_vllm.predictor.selection import rank
 from polar_vllm.predictor.storage import Predictor
 from polar_vllm.program import Program
@@ -46,15 +47,20 @@ def decode_options(
 
 
 def _rank_candidates(
-    predictor: Predictor, logits: torch.Tensor, top_k: int
+    predictor: Predictor, logits: torch.Tensor, familiar: torch.Tensor | None, top_k: int
 ) -> list[list[ScoredProgram]]:
     """The ``top_k`` candidates of each row of ``logits`` [B, C] at the predictor's operating
-    point, each scored by its probability of answering right."""
+    point, each scored by its probability of answering right; rows the familiarity guard
+    rejects (``familiar`` False) rank the full program first."""
     candidates = predictor.candidates
+    full = candidates.full_index
     probs = torch.sigmoid(logits)
-    order = rank(
-        probs, candidates.lengths, predictor.config.depth, candidates.full_index, predictor.point
-    )
+    order = rank(probs, candidates.lengths, predictor.config.depth, full, predictor.point)
+    if familiar is not None:
+        order = [
+            ranked if known else [full, *(c for c in ranked if c != full)]
+            for ranked, known in zip(order, familiar.tolist(), strict=True)
+        ]
     return [
         [ScoredProgram(candidates.forms[c], float(probs[row, c])) for c in ranked[:top_k]]
         for row, ranked in enumerate(order)
@@ -73,8 +79,9 @@ def predict_scored(
     """The ``top_k`` best labellings of each question, best first, with their scores.
 
     A ``candidates`` predictor ranks its candidate set at its operating point (the first is its
-    choice, with the fallback to the full program applied; scores are probabilities of
-    answering right) and ignores ``length_aware``. When ``times`` is given, the seconds spent
+    choice, with the fallback to the full program applied, and the full program for questions
+    its familiarity guard rejects; scores are probabilities of answering right) and ignores
+    ``length_aware``. When ``times`` is given, the seconds spent
     in the encoder, the head and decoding are added to it.
     """
     if top_k < 1:
@@ -88,9 +95,12 @@ def predict_scored(
         encoded = predictor.encoder.encode(chunk)
         after_encoder = time.perf_counter()
         outputs = predictor.head(encoded.states, encoded.mask)
+        familiar = None
+        if predictor.guard is not None:
+            familiar = predictor.guard.familiar(question_embeddings(encoded)).cpu()
         after_head = time.perf_counter()
         if predictor.candidates is not None:
-            results.extend(_rank_candidates(predictor, outputs.float().cpu(), top_k))
+            results.extend(_rank_candidates(predictor, outputs.float().cpu(), familiar, top_k))
         else:
             boundary, ops = (tensor.float().cpu() for tensor in outputs)
             for row in range(len(chunk)):

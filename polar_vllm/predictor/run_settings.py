@@ -26,7 +26,7 @@ from polar_vllm.engine.config_loading import (
     record_from_mapping,
 )
 from polar_vllm.predictor.errors import PredictorError
-from polar_vllm.predictor.predictor_config import DEFAULT_ENCODER, HEADS
+from polar_vllm.predictor.predictor_config import DEFAULT_ENCODER, DEFAULT_GUARD_QUANTILE, HEADS
 
 __all__ = ["EvalSettings", "RunSettings", "TrainSettings", "load_settings"]
 
@@ -55,6 +55,9 @@ class TrainSettings:
             questions, on which the operating points are chosen).
         efficiency_layers: With the ``candidates`` head, the mean executed layers of the
             ``efficiency`` operating point, as a fraction of the model's depth.
+        familiarity_quantile: With the ``candidates`` head, the share of validation questions
+            the familiarity guard sends to the full program (its threshold,
+            :mod:`~polar_vllm.predictor.familiarity`); ``null``: no guard.
     """
 
     labels: tuple[str, ...] = ()
@@ -72,8 +75,14 @@ class TrainSettings:
     levels: tuple[int, ...] | None = None
     head: str = "polar_form"
     efficiency_layers: float = 0.85
+    familiarity_quantile: float | None = DEFAULT_GUARD_QUANTILE
 
     def __post_init__(self) -> None:
+        if self.familiarity_quantile is not None and not 0.0 <= self.familiarity_quantile < 1.0:
+            raise PredictorError(
+                f"train familiarity_quantile must be in [0, 1) or null, got "
+                f"{self.familiarity_quantile!r}"
+            )
         if self.head not in HEADS:
             raise PredictorError(f"train head must be one of {HEADS}, got {self.head!r}")
         if not 0.0 < self.efficiency_layers <= 2.0:

@@ -1,7 +1,8 @@
 """Predictor directories: the loaded :class:`Predictor`, loading with checks, saving, random init.
 
-Layout: ``config.yaml`` (:class:`~polar_vllm.predictor.predictor_config.PredictorConfig`) and
-``model.safetensors`` (the :class:`~polar_vllm.predictor.network.PolarHead` weights). Every
+Layout: ``config.yaml`` (:class:`~polar_vllm.predictor.predictor_config.PredictorConfig`),
+``model.safetensors`` (the head's weights) and, for a candidate predictor that has one, its
+familiarity guard (:mod:`~polar_vllm.predictor.familiarity`). Every
 problem found while loading is a :class:`~polar_vllm.predictor.errors.PredictorError` naming the
 file and the expected and found values.
 """
@@ -20,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from polar_vllm.predictor.candidate_head import CandidateHead
 from polar_vllm.predictor.encoder import TextEncoder
 from polar_vllm.predictor.errors import PredictorError
+from polar_vllm.predictor.familiarity import FamiliarityGuard, load_guard
 from polar_vllm.predictor.network import PolarHead
 from polar_vllm.predictor.predictor_config import (
     CONFIG_FILE,
@@ -78,7 +80,8 @@ class Predictor:
 
     ``operating_point`` names the :class:`~polar_vllm.predictor.selection.OperatingPoint` of a
     candidate predictor (default: its config's ``operating_point``); it is refused for the
-    ``polar_form`` head.
+    ``polar_form`` head. ``guard``, a candidate predictor's familiarity guard, sends questions
+    unlike its training questions to the full program.
     """
 
     def __init__(
@@ -87,6 +90,7 @@ class Predictor:
         head: Head,
         device: str = "cpu",
         operating_point: str | None = None,
+        guard: FamiliarityGuard | None = None,
     ) -> None:
         self.config = config
         self.point = self._operating_point(operating_point)
@@ -101,6 +105,14 @@ class Predictor:
             )
         self.head = head.to(self.device).eval()
         self.candidates = CandidateSet.of(config) if config.head == "candidates" else None
+        if guard is not None and self.candidates is None:
+            raise PredictorError("a familiarity guard belongs to a candidate predictor")
+        if guard is not None and guard.reference.shape[1] != self.encoder.dim:
+            raise PredictorError(
+                f"the familiarity guard holds {guard.reference.shape[1]}-dim embeddings but "
+                f"encoder {config.encoder!r} gives {self.encoder.dim}"
+            )
+        self.guard = guard
 
     def with_point(self, point: OperatingPoint) -> Predictor:
         """A candidate predictor sharing this one's encoder and head, at ``point``."""
@@ -211,7 +223,8 @@ def load_predictor(
         )
     head = build_head(config)
     _load_weights(weights_path, head)
-    return Predictor(config, head, device=device, operating_point=operating_point)
+    guard = load_guard(directory)
+    return Predictor(config, head, device=device, operating_point=operating_point, guard=guard)
 
 
 def save_predictor(directory: str | os.PathLike[str], config: PredictorConfig, head: Head) -> Path:

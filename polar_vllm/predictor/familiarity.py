@@ -1,0 +1,127 @@
+"""The familiarity guard: the full program for questions unlike any the predictor learned from.
+
+A candidate predictor is trained on the questions of its labels, and what it learned about
+which layers a question can skip need not carry over to questions worded unlike them: on
+reworded questions its skips can lose answers that the full program gets right. The guard
+measures how familiar a question is, as the highest cosine similarity of its sentence embedding
+(the masked mean of the predictor's own encoder states, normalised) to the embeddings of the
+training questions, and sends questions below a threshold to the full program, so that such
+questions get stock vLLM's behaviour instead of an extrapolation.
+
+The threshold is chosen on validation questions only: the ``quantile`` (default 1%) of their
+familiarity, so that about that share of in-distribution questions falls back. The training
+embeddings (float16) and the threshold are stored next to the predictor in
+:data:`GUARD_FILE`; a predictor without that file has no guard.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from polar_vllm.predictor.encoder import EncodedBatch, TextEncoder
+from polar_vllm.predictor.errors import PredictorError
+from polar_vllm.predictor.predictor_config import DEFAULT_GUARD_QUANTILE
+
+__all__ = [
+    "GUARD_FILE",
+    "FamiliarityGuard",
+    "embed_questions",
+    "fit_guard",
+    "load_guard",
+    "question_embeddings",
+    "save_guard",
+]
+
+GUARD_FILE = "familiarity.safetensors"
+"""The guard's file in a predictor directory."""
+
+_BATCH_SIZE = 64
+
+
+def question_embeddings(encoded: EncodedBatch) -> torch.Tensor:
+    """Unit-length sentence embeddings [B, E]: the masked mean of the token states."""
+    weights = encoded.mask.unsqueeze(-1).to(encoded.states.dtype)
+    mean = (encoded.states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+    return torch.nn.functional.normalize(mean.float(), dim=-1)
+
+
+def embed_questions(encoder: TextEncoder, questions: Sequence[str]) -> torch.Tensor:
+    """:func:`question_embeddings` of ``questions`` [Q, E], encoded in batches, on the CPU."""
+    chunks = [
+        question_embeddings(encoder.encode(list(questions[first : first + _BATCH_SIZE]))).cpu()
+        for first in range(0, len(questions), _BATCH_SIZE)
+    ]
+    return torch.cat(chunks) if chunks else torch.zeros(0, encoder.dim)
+
+
+@dataclass(frozen=True)
+class FamiliarityGuard:
+    """Training-question embeddings ``reference`` [N, E] and the familiarity ``threshold``
+    (chosen as the ``quantile`` of the validation questions' familiarity)."""
+
+    reference: torch.Tensor
+    threshold: float
+    quantile: float
+
+    def familiarity(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """The highest cosine similarity of each embedding [B, E] to a training question [B]."""
+        reference = self.reference.to(embeddings.device, torch.float32)
+        return (embeddings.float() @ reference.T).max(dim=1).values
+
+    def familiar(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """True where a question is familiar enough for the predictor's choice [B]."""
+        return self.familiarity(embeddings) >= self.threshold
+
+
+def fit_guard(
+    encoder: TextEncoder,
+    train_questions: Sequence[str],
+    val_questions: Sequence[str],
+    quantile: float = DEFAULT_GUARD_QUANTILE,
+) -> FamiliarityGuard:
+    """A guard whose threshold sends the ``quantile`` share of ``val_questions`` (the least
+    familiar ones) to the full program."""
+    if not 0.0 <= quantile < 1.0:
+        raise PredictorError(f"familiarity quantile must be in [0, 1), got {quantile}")
+    if not train_questions or not val_questions:
+        raise PredictorError("the familiarity guard needs training and validation questions")
+    reference = embed_questions(encoder, list(dict.fromkeys(train_questions)))
+    unfitted = FamiliarityGuard(reference.half(), threshold=0.0, quantile=quantile)
+    val_familiarity = unfitted.familiarity(embed_questions(encoder, val_questions))
+    threshold = float(torch.quantile(val_familiarity, quantile))
+    return FamiliarityGuard(unfitted.reference, threshold, quantile)
+
+
+def save_guard(directory: str | os.PathLike[str], guard: FamiliarityGuard) -> Path:
+    """Write ``guard`` to :data:`GUARD_FILE` in ``directory``; returns the file."""
+    path = Path(directory) / GUARD_FILE
+    staged = path.with_suffix(".tmp")
+    metadata = {"threshold": repr(guard.threshold), "quantile": repr(guard.quantile)}
+    save_file({"reference": guard.reference.contiguous()}, str(staged), metadata=metadata)
+    os.replace(staged, path)
+    return path
+
+
+def load_guard(directory: str | os.PathLike[str]) -> FamiliarityGuard | None:
+    """The guard stored in ``directory``, or None when it has none."""
+    from safetensors import safe_open
+
+    path = Path(directory) / GUARD_FILE
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            reference = handle.get_tensor("reference")
+        threshold, quantile = float(metadata["threshold"]), float(metadata["quantile"])
+    except Exception as error:  # safetensors raises its own error type, or OSError
+        raise PredictorError(f"familiarity guard {path} is unreadable: {error!r}") from None
+    if reference.ndim != 2:
+        raise PredictorError(f"familiarity guard {path}: reference must be [N, E]")
+    return FamiliarityGuard(reference, threshold, quantile)
