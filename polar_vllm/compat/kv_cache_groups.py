@@ -17,6 +17,8 @@ allocation, a block holding ``kv_group_layers`` layers), and the scheduler side
 * ``get_kv_cache_configs`` (engine core): ``num_gpu_blocks_override`` keeps its meaning, blocks
   of the whole model's KV (every slot), so the pool gets that many blocks per group; and the
   capacity each kind of program gets is logged;
+* ``KVCacheCoordinator``'s per-request loops (:mod:`.kv_coordinator`): over the groups the
+  request's program enters only;
 * :func:`check_program_kv_supported` (engine configuration): refuses, at start, settings under
   which vLLM would not keep separate groups.
 """
@@ -37,6 +39,12 @@ from polar_vllm.compat.kv_cache_manager import (
     ProgramSlidingWindowManager,
     polar_get_computed_blocks,
     polar_scheduler_init,
+)
+from polar_vllm.compat.kv_coordinator import (
+    polar_allocate_new_blocks,
+    polar_cache_blocks,
+    polar_get_num_blocks_to_allocate,
+    polar_remove_skipped_blocks,
 )
 from polar_vllm.engine.config import PolarConfig, PolarConfigError, polar_settings
 from polar_vllm.engine.kv_groups import KVGroupLayout
@@ -190,6 +198,7 @@ def _log_capacity(kv_cache_config: Any, layout: KVGroupLayout, config: PolarConf
 def install_program_kv_hooks(wrap: Callable[[Any, str, Callable], None]) -> None:
     """Install the KV-by-program hooks with the package's ``wrap`` helper (idempotent)."""
     from vllm.v1.core import kv_cache_utils
+    from vllm.v1.core.kv_cache_coordinator import KVCacheCoordinator
     from vllm.v1.core.kv_cache_manager import KVCacheManager
     from vllm.v1.core.sched.scheduler import Scheduler
     from vllm.v1.engine import core
@@ -201,3 +210,7 @@ def install_program_kv_hooks(wrap: Callable[[Any, str, Callable], None]) -> None
     wrap(core, "get_kv_cache_configs", polar_kv_cache_configs)
     wrap(Scheduler, "__init__", polar_scheduler_init)
     wrap(KVCacheManager, "get_computed_blocks", polar_get_computed_blocks)
+    wrap(KVCacheCoordinator, "get_num_blocks_to_allocate", polar_get_num_blocks_to_allocate)
+    wrap(KVCacheCoordinator, "allocate_new_blocks", polar_allocate_new_blocks)
+    wrap(KVCacheCoordinator, "remove_skipped_blocks", polar_remove_skipped_blocks)
+    wrap(KVCacheCoordinator, "cache_blocks", polar_cache_blocks)

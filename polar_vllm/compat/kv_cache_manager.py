@@ -9,8 +9,9 @@ type, except that a request whose program never enters the group gets no blocks 
 request does get are allocated, prefix-cached, freed (outside a sliding window too) and preempted by
 vLLM's code.
 
-* ``Scheduler.__init__``: with PoLar on, hands the managers a :class:`ProgramMembership`, which
-  reads each request's program from the scheduler's own request table.
+* ``Scheduler.__init__``: with PoLar on, hands the managers and the coordinator
+  (:mod:`.kv_coordinator`) a :class:`ProgramMembership`, which reads each request's program
+  from the scheduler's own request table.
 * ``KVCacheManager.get_computed_blocks``: a prefix-cache lookup over the request's own groups
   only (vLLM looks a block up in every group of one spec, and a block is never cached in a
   group its program skips), reconciled across attention types as vLLM's hybrid lookup does.
@@ -27,6 +28,7 @@ from vllm.v1.core.kv_cache_manager import KVCacheBlocks
 from vllm.v1.core.single_type_kv_cache_manager import FullAttentionManager, SlidingWindowManager
 
 from polar_vllm.compat.attention_slots import slot_of_layer_name
+from polar_vllm.compat.kv_coordinator import MEMBERSHIP_ATTR
 from polar_vllm.engine.config import PolarConfig, polar_settings
 from polar_vllm.engine.kv_groups import KVGroup, KVGroupLayout
 from polar_vllm.engine.request_programs import request_program
@@ -77,20 +79,29 @@ class ProgramMembership:
         self._requests = requests
         self._config = config
         self._all = frozenset(range(len(layout.groups)))
+        self._all_ordered = tuple(range(len(layout.groups)))
 
     def groups(self, request_id: str) -> frozenset[int]:
         """The groups request ``request_id`` gets KV blocks in."""
+        return self._entered(request_id)[0]
+
+    def ordered_groups(self, request_id: str) -> tuple[int, ...]:
+        """:meth:`groups`, in increasing order."""
+        return self._entered(request_id)[1]
+
+    def _entered(self, request_id: str) -> tuple[frozenset[int], tuple[int, ...]]:
         request = self._requests.get(request_id)
         if request is None:
-            return self._all
-        # Remembered on the request: the managers ask once per group per step.
-        groups = getattr(request, _GROUPS_ATTR, None)
-        if groups is None:
+            return self._all, self._all_ordered
+        # Remembered on the request: the coordinator and managers ask at every step.
+        entered = getattr(request, _GROUPS_ATTR, None)
+        if entered is None:
             params = request.sampling_params
             program = request_program(params.extra_args if params else None, self._config)
             groups = self.layout.groups_of(program)
-            setattr(request, _GROUPS_ATTR, groups)
-        return groups
+            entered = groups, tuple(sorted(groups))
+            setattr(request, _GROUPS_ATTR, entered)
+        return entered
 
 
 class _ProgramGroupMixin:
@@ -167,6 +178,7 @@ def _attach_membership(scheduler: Any) -> None:
     for manager in managers:
         manager.membership = membership
     kv_cache_manager.polar_membership = membership
+    setattr(kv_cache_manager.coordinator, MEMBERSHIP_ATTR, membership)
 
 
 def polar_scheduler_init(init: Callable[..., None]) -> Callable[..., None]:
