@@ -173,16 +173,18 @@ def fit_familiarity_guard(
     settings: RunSettings,
     directory: str | os.PathLike[str] | None = None,
     encoder: TextEncoder | None = None,
+    records: tuple[list[LabelRecord], list[LabelRecord]] | None = None,
 ) -> FamiliarityGuard | None:
     """Fit the familiarity guard of the candidate predictor in ``directory`` (default:
     ``settings.predictor_dir``) on ``settings``' training and validation questions and store
-    it there; None (and any stored guard removed) when ``familiarity_quantile`` is null."""
+    it there; None (and any stored guard removed) when ``familiarity_quantile`` is null.
+    ``records``: those questions' label records when the caller has read them already."""
     out = Path(directory if directory is not None else settings.predictor_dir)
     quantile = settings.train.familiarity_quantile
     if quantile is None:
         (out / GUARD_FILE).unlink(missing_ok=True)
         return None
-    train_records, val_records = _label_records(settings)
+    train_records, val_records = records if records is not None else _label_records(settings)
     if encoder is None:  # the predictor's own encoder, as prediction runs it
         config = read_config(out / CONFIG_FILE)
         encoder = TextEncoder(config.encoder, max_tokens=config.max_question_tokens)
@@ -281,7 +283,7 @@ def train_candidates(
     plot_losses(result.history, out / PLOT_FILE)
     (out / FRONTIER_FILE).write_text(json.dumps(report, indent=1))
     _plot_frontier(report, (out / FRONTIER_FILE).with_suffix(".png"))
-    fit_familiarity_guard(settings, out, encoder)
+    fit_familiarity_guard(settings, out, encoder, (train_records, val_records))
     return result
 
 

@@ -62,8 +62,9 @@ def embed_questions(encoder: TextEncoder, questions: Sequence[str]) -> torch.Ten
 
 @dataclass(frozen=True)
 class FamiliarityGuard:
-    """Training-question embeddings ``reference`` [N, E] and the familiarity ``threshold``
-    (chosen as the ``quantile`` of the validation questions' familiarity)."""
+    """Training-question embeddings ``reference`` [N, E] (float32 holding float16 values, as
+    stored) and the familiarity ``threshold`` (chosen as the ``quantile`` of the validation
+    questions' familiarity)."""
 
     reference: torch.Tensor
     threshold: float
@@ -71,7 +72,7 @@ class FamiliarityGuard:
 
     def familiarity(self, embeddings: torch.Tensor) -> torch.Tensor:
         """The highest cosine similarity of each embedding [B, E] to a training question [B]."""
-        reference = self.reference.to(embeddings.device, torch.float32)
+        reference = self.reference.to(embeddings.device)
         return (embeddings.float() @ reference.T).max(dim=1).values
 
     def familiar(self, embeddings: torch.Tensor) -> torch.Tensor:
@@ -92,7 +93,8 @@ def fit_guard(
     if not train_questions or not val_questions:
         raise PredictorError("the familiarity guard needs training and validation questions")
     reference = embed_questions(encoder, list(dict.fromkeys(train_questions)))
-    unfitted = FamiliarityGuard(reference.half(), threshold=0.0, quantile=quantile)
+    # Rounded to float16 as stored, so a fitted guard and its loaded copy agree exactly.
+    unfitted = FamiliarityGuard(reference.half().float(), threshold=0.0, quantile=quantile)
     val_familiarity = unfitted.familiarity(embed_questions(encoder, val_questions))
     threshold = float(torch.quantile(val_familiarity, quantile))
     return FamiliarityGuard(unfitted.reference, threshold, quantile)
@@ -103,7 +105,7 @@ def save_guard(directory: str | os.PathLike[str], guard: FamiliarityGuard) -> Pa
     path = Path(directory) / GUARD_FILE
     staged = path.with_suffix(".tmp")
     metadata = {"threshold": repr(guard.threshold), "quantile": repr(guard.quantile)}
-    save_file({"reference": guard.reference.contiguous()}, str(staged), metadata=metadata)
+    save_file({"reference": guard.reference.half().contiguous()}, str(staged), metadata=metadata)
     os.replace(staged, path)
     return path
 
@@ -124,4 +126,4 @@ def load_guard(directory: str | os.PathLike[str]) -> FamiliarityGuard | None:
         raise PredictorError(f"familiarity guard {path} is unreadable: {error!r}") from None
     if reference.ndim != 2:
         raise PredictorError(f"familiarity guard {path}: reference must be [N, E]")
-    return FamiliarityGuard(reference, threshold, quantile)
+    return FamiliarityGuard(reference.float(), threshold, quantile)

@@ -81,8 +81,8 @@ def predict_scored(
     A ``candidates`` predictor ranks its candidate set at its operating point (the first is its
     choice, with the fallback to the full program applied, and the full program for questions
     its familiarity guard rejects; scores are probabilities of answering right) and ignores
-    ``length_aware``. When ``times`` is given, the seconds spent
-    in the encoder, the head and decoding are added to it.
+    ``length_aware``. When ``times`` is given, the seconds spent in the encoder, the head and
+    decoding are added to it.
     """
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
