@@ -4,7 +4,8 @@ predictor choosing every request's program, on the same test questions, side by 
 The questions are the evaluation set of a predictor run config (``--config``: the test part of
 each level's generated problems and its out-of-distribution files, never trained or calibrated
 on). Each variant is one engine given ALL questions in one ``generate`` call (after a small
-warm-up call), greedy, the config's ``max_tokens``:
+warm-up call), greedy, the config's ``max_tokens``, every engine with the same KV-cache byte
+budget (``--kv-cache-gib``):
 
 * ``stock``: vLLM without PoLar (every request runs all D layers);
 * ``polar@<point>``: PoLar vLLM with ``additional_config["polar"] = {"predictor": ...,
@@ -17,13 +18,21 @@ requests/s to stock's, and the predictor's share of the wall time (the same pred
 timed on its own). Writes ``benchmarks/results/predictor_payoff/predictor_payoff_<tag>.json``
 and ``.png``.
 
+Answers end where the model stops them, so a program that makes the model talk longer costs
+decode steps. ``--fixed-length`` makes every answer exactly ``max_tokens`` long in every variant
+(``min_tokens``), which isolates what the executed layers buy from what the answers' lengths
+cost (its pass@1 is not comparable: answers run past their end of sequence).
+
     python benchmarks/predictor_payoff.py --config configs/predictor/qwen.yaml --tag cpu_qwen
+    python benchmarks/predictor_payoff.py --config configs/predictor/qwen.yaml --fixed-length \
+        --tag cpu_qwen_fixed
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import statistics
 import sys
 import time
@@ -45,7 +54,7 @@ STOCK = "stock"
 
 
 def timed_generate(
-    llm: Any, prompts: list[str], questions: list[str], max_tokens: int
+    llm: Any, prompts: list[str], questions: list[str], max_tokens: int, min_tokens: int = 0
 ) -> tuple[float, list[Any]]:
     """Seconds and outputs of one greedy ``generate`` call over every prompt (after a warm-up
     call on two prompts). Each request names its question (``polar_question``): the predictor
@@ -53,7 +62,12 @@ def timed_generate(
     from vllm import SamplingParams
 
     params = [
-        SamplingParams(max_tokens=max_tokens, temperature=0, extra_args={QUESTION_ARG: q})
+        SamplingParams(
+            max_tokens=max_tokens,
+            min_tokens=min_tokens,
+            temperature=0,
+            extra_args={QUESTION_ARG: q},
+        )
         for q in questions
     ]
     llm.generate(prompts[:2], params[:2], use_tqdm=False)
@@ -123,6 +137,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--count-per-level", type=int, default=None, help="override the config")
     parser.add_argument("--max-num-seqs", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--kv-cache-gib", type=float, default=4.0, help="KV-cache bytes of every engine, GiB"
+    )
+    parser.add_argument(
+        "--fixed-length", action="store_true", help="every answer exactly max_tokens long"
+    )
     parser.add_argument("--results-dir", default=str(RESULTS))
     parser.add_argument("--tag", default="cpu")
     args = parser.parse_args(argv)
@@ -142,17 +162,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     prompts = [build_prompt(item.problem.question, tokenizer) for item in items]
     questions = [item.problem.question for item in items]
     engine = engine_settings(model_dir, options.dtype, 1024, args.max_num_seqs, args.seed)
+    # One byte budget for every engine, instead of vLLM's share of the machine's memory (on a
+    # CPU that share does not fit beside this process).
+    os.environ.pop("VLLM_CPU_KVCACHE_SPACE", None)
+    engine["kv_cache_memory_bytes"] = int(args.kv_cache_gib * 2**30)
+    min_tokens = options.max_tokens if args.fixed_length else 0
 
     variants: dict[str, dict[str, Any]] = {}
     llm = LLM(**engine)
     depth = int(llm.llm_engine.model_config.hf_config.num_hidden_layers)
-    seconds, outputs = timed_generate(llm, prompts, questions, options.max_tokens)
+    seconds, outputs = timed_generate(llm, prompts, questions, options.max_tokens, min_tokens)
     shutdown_engine(llm)
     variants[STOCK] = variant_row(items, seconds, outputs, [depth] * len(items))
     for point in points:
         polar = {"predictor": settings.predictor_dir, "operating_point": point}
         llm = LLM(**engine, additional_config={"polar": polar})
-        seconds, outputs = timed_generate(llm, prompts, questions, options.max_tokens)
+        seconds, outputs = timed_generate(llm, prompts, questions, options.max_tokens, min_tokens)
         shutdown_engine(llm)
         at_point = load_predictor(settings.predictor_dir, operating_point=point)
         started = time.perf_counter()
@@ -173,6 +198,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "machine": machine_record(),
         "dtype": options.dtype,
         "max_tokens": options.max_tokens,
+        "answer_lengths": "fixed" if args.fixed_length else "model",
+        "kv_cache_gib": args.kv_cache_gib,
         "questions": len(items),
         "depth": depth,
         "variants": variants,

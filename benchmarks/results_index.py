@@ -350,12 +350,13 @@ def _predictor_payoff(data: dict[str, Any]) -> str:
                 _percent(row["pass@1"].get("ood")),
                 f"{row['mean_layers']:.2f}",
                 f"{row['requests_per_s']:.2f} ({row['ratio_to_stock']:.2f}x)",
+                f"{row['generated_tokens'] / row['requests']:.1f}",
                 f"{row['generated_tokens_per_s']:.1f}",
                 "–" if share is None else f"{100 * share:.2f}%",
             ]
         )
     header = ["variant", "pass@1 (test)", "pass@1 (OOD)", "mean layers", "req/s (vs stock)"]
-    return _table([*header, "gen tok/s", "predictor share"], rows)
+    return _table([*header, "tokens/request", "gen tok/s", "predictor share"], rows)
 
 
 def _kv_capacity(data: dict[str, Any]) -> str:

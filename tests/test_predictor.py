@@ -39,7 +39,11 @@ from polar_vllm.predictor import (
 )
 from polar_vllm.predictor.decoding import decode, decode_boundaries
 from polar_vllm.predictor.encoder import TextEncoder, resolve_encoder
-from polar_vllm.predictor.eval_run import best_static_programs, frontier_variants
+from polar_vllm.predictor.eval_run import (
+    best_static_programs,
+    compared_predictors,
+    frontier_variants,
+)
 from polar_vllm.predictor.evaluation import EvalItem, MethodResult, evaluate, summarize
 from polar_vllm.predictor.familiarity import GUARD_FILE, embed_questions
 from polar_vllm.predictor.labels import build_targets, read_labels
@@ -371,6 +375,9 @@ def test_run_configs_parse(tmp_path: Path) -> None:
     qwen = load_settings(REPO / "configs/predictor/qwen.yaml")
     assert qwen.train.head == "candidates" and qwen.eval.count_per_level >= 200
     assert set(qwen.eval.dense_labels) == {*qwen.train.labels, *qwen.train.val_labels}
+    mcts = load_settings(REPO / "configs/predictor/qwen_mcts.yaml")
+    assert mcts.train.head == "polar_form" and mcts.train.val_labels == qwen.train.val_labels
+    assert qwen.eval.compare_predictors == (mcts.predictor_dir,)
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: m\npredictor_dir: d\ntrain: {head: tree}\n")
     with pytest.raises(PredictorError, match="train head must be one of"):
@@ -513,6 +520,19 @@ def test_eval_metrics_on_reference_generator(
         assert group["polar"]["pass@5"] == float(any(record["polar"]["correct"]))
     overall = summarize(items, {"x": [MethodResult([True], [30], ["0-29"])] * 2})
     assert overall["in_distribution"]["x"]["n"] == 1 and overall["ood"]["x"]["pass@1"] == 1.0
+
+
+def test_compared_predictors_are_named_variants_checked_against_the_model(
+    random_dir: Path,
+) -> None:
+    compared = compared_predictors([str(random_dir)], 30, "smollm2-135m")
+    assert list(compared) == [f"polar[{random_dir.name}]"]
+    question = "What is 2 + 3?"
+    assert predict_programs(compared[f"polar[{random_dir.name}]"], [question]) == predict_programs(
+        load_predictor(random_dir), [question]
+    )
+    with pytest.raises(PredictorError, match="depth"):
+        compared_predictors([str(random_dir)], 24, "smollm2-135m")
 
 
 # --------------------------------------------------------------------------- candidate head

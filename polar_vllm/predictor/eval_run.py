@@ -28,6 +28,7 @@ from polar_vllm.search.generation import ProgramGenerator
 __all__ = [
     "best_static_programs",
     "build_items",
+    "compared_predictors",
     "frontier_variants",
     "model_directory",
     "run_eval",
@@ -113,6 +114,16 @@ def frontier_variants(predictor: Predictor, directory: str, count: int) -> dict[
     return out
 
 
+def compared_predictors(directories: Sequence[str], depth: int, model: str) -> dict[str, Predictor]:
+    """The predictors to run beside the evaluated one, as ``polar[<directory name>]``."""
+    return {
+        f"polar[{Path(directory).name}]": load_predictor(
+            directory, expected_depth=depth, expected_model=model
+        )
+        for directory in directories
+    }
+
+
 def vllm_generator(model_dir: str, dtype: str) -> ProgramGenerator:
     """A PoLar-enabled vLLM engine on ``model_dir`` behind a program generator."""
     from polar_vllm.compat.batch_jobs import batch_job_llm
@@ -166,7 +177,10 @@ def run_eval(settings: RunSettings) -> dict[str, Any]:
         samples=options.samples,
         static_program=static_program,
         static_programs=static_programs,
-        variants=frontier_variants(predictor, settings.predictor_dir, options.frontier_points),
+        variants={
+            **frontier_variants(predictor, settings.predictor_dir, options.frontier_points),
+            **compared_predictors(options.compare_predictors, depth, settings.model),
+        },
         seed=options.data_seed,
     )
     results = {

@@ -121,6 +121,9 @@ class EvalSettings:
             on the test questions.
         oracle_labels: Label files of a search over some of the test questions, for
             reporting only: the oracle upper bound on those questions (``oracle``).
+        compare_predictors: Further trained predictor directories (or shipped names), each
+            run beside the evaluated one in the same engine run as ``polar[<name>]``, e.g. a
+            predictor trained on another label source.
         output: JSON result path; the plots go next to it (``.png``, ``_frontier.png``).
     """
 
@@ -144,6 +147,7 @@ class EvalSettings:
     efficiency_layers: float = 0.85
     frontier_points: int = 0
     oracle_labels: tuple[str, ...] = ()
+    compare_predictors: tuple[str, ...] = ()
     output: str = "runs/predictor/eval.json"
 
     def __post_init__(self) -> None:
