@@ -24,6 +24,7 @@ from polar_vllm.data import (
     build_prompt,
     extract_answer,
     generate_problems,
+    load_jsonl,
 )
 from polar_vllm.predictor import (
     DecodeOptions,
@@ -37,6 +38,11 @@ from polar_vllm.predictor import (
     save_predictor,
     shipped_predictors,
 )
+from polar_vllm.predictor.candidate_training import (
+    GUARD_CHOICE_FILE,
+    GUARD_QUANTILES,
+    choose_guard,
+)
 from polar_vllm.predictor.decoding import decode, decode_boundaries
 from polar_vllm.predictor.encoder import TextEncoder, resolve_encoder
 from polar_vllm.predictor.eval_run import (
@@ -45,7 +51,7 @@ from polar_vllm.predictor.eval_run import (
     frontier_variants,
 )
 from polar_vllm.predictor.evaluation import EvalItem, MethodResult, evaluate, summarize
-from polar_vllm.predictor.familiarity import GUARD_FILE, embed_questions
+from polar_vllm.predictor.familiarity import GUARD_FILE, FamiliarityGuard, embed_questions
 from polar_vllm.predictor.labels import build_targets, read_labels
 from polar_vllm.predictor.network import PolarHead
 from polar_vllm.predictor.overhead import measure_overhead
@@ -378,6 +384,12 @@ def test_run_configs_parse(tmp_path: Path) -> None:
     mcts = load_settings(REPO / "configs/predictor/qwen_mcts.yaml")
     assert mcts.train.head == "polar_form" and mcts.train.val_labels == qwen.train.val_labels
     assert qwen.eval.compare_predictors == (mcts.predictor_dir,)
+    # the guard's hand-worded validation questions are not the hand-worded test questions
+    guard_file = REPO / "configs/predictor/qwen_ood_val.jsonl"
+    guard_questions = {p.question for p in load_jsonl(guard_file)}
+    test_questions = {p.question for f in qwen.eval.ood_files for p in load_jsonl(REPO / f)}
+    assert qwen.train.guard_val_labels and len(guard_questions) == 60
+    assert not guard_questions & test_questions
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: m\npredictor_dir: d\ntrain: {head: tree}\n")
     with pytest.raises(PredictorError, match="train head must be one of"):
@@ -732,10 +744,56 @@ def _check_familiarity_guard(directory: Path, run_file: Path, settings: dict[str
     ranked = predict_programs(predictor, [UNRELATED], top_k=4)[0]
     expected = predict_programs(unguarded, [UNRELATED], top_k=4)[0]
     assert ranked[1:] == [p for p in expected if p != full_program(TOY_DEPTH)][:3]
+    _check_guard_choice(directory, run_file, settings)
     settings["train"]["familiarity_quantile"] = None
     run_file.write_text(yaml.safe_dump(settings))
     main(["fit-guard", "--config", str(run_file)])
     assert not (directory / GUARD_FILE).exists() and load_predictor(directory).guard is None
+    assert not (directory / GUARD_CHOICE_FILE).exists()
+
+
+REWORDED = [
+    "Count the {f}: {n} starts with {x} and is handed {y} more. What is the count now?",
+    "If {y} {f} join the {x} {f} that {n} keeps in a crate, how many {f} sit in the crate?",
+]
+
+
+def _check_guard_choice(directory: Path, run_file: Path, settings: dict[str, Any]) -> None:
+    """With hand-worded validation labels the guard keeps the fewest fallbacks that leave every
+    operating point at least as accurate as the full program there, else the least-losing."""
+    predictor = load_predictor(directory)
+    fruit_right = _dense_labels(run_file.parent / "reworded_fruit.jsonl", REWORDED, ["Ivy"])
+    full_right = run_file.parent / "reworded_full.jsonl"
+    full_right.write_text(
+        "\n".join(
+            _dense_record(f"{f}-{j}", p.format(n="Ivy", x=5, y=3, f=f), {"full"})
+            for j, p in enumerate(REWORDED)
+            for f in ("apples", "pears")
+        )
+        + "\n"
+    )
+    records = read_labels([str(full_right)])
+    familiarity = predictor.guard.familiarity(
+        embed_questions(predictor.encoder, [r.question for r in records])
+    )
+    never = FamiliarityGuard(predictor.guard.reference, float(familiarity.min()) - 0.01, 0.01)
+    always = FamiliarityGuard(predictor.guard.reference, float(familiarity.max()) + 0.01, 0.5)
+    # only the full program is right: the head's skips lose, so every question must fall back
+    chosen, report = choose_guard(predictor, [never, always], records)
+    assert chosen is always and report["full_program_accuracy"] == 1.0
+    assert [row["fallback_share"] for row in report["guards"]] == [0.0, 1.0]
+    assert min(report["guards"][0]["accuracy"].values()) < 1.0
+    # the head's programs are right and the full program is not: no fallback is needed
+    chosen, report = choose_guard(predictor, [never, always], read_labels([str(fruit_right)]))
+    assert chosen is never and report["chosen_quantile"] == 0.01
+    # through fit-guard: the settings' quantile when it already passes, with its report
+    settings["train"]["guard_val_labels"] = [str(fruit_right)]
+    run_file.write_text(yaml.safe_dump(settings))
+    main(["fit-guard", "--config", str(run_file)])
+    stored = json.loads((directory / GUARD_CHOICE_FILE).read_text())
+    assert [row["quantile"] for row in stored["guards"]] == list(GUARD_QUANTILES)
+    assert load_predictor(directory).guard.quantile == stored["chosen_quantile"]
+    del settings["train"]["guard_val_labels"]
 
 
 def test_front_end_serves_a_candidate_predictor_at_its_operating_point(tmp_path: Path) -> None:

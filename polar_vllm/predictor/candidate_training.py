@@ -13,7 +13,9 @@ stored in the predictor's ``config.yaml``:
 The validation frontier (accuracy against mean executed layers) is written as JSON and PNG
 next to the predictor, with the full program and the best static candidate marked. Last, the
 familiarity guard is fitted on the training and validation questions
-(:func:`fit_familiarity_guard`, also ``polar-vllm fit-guard`` for a trained predictor).
+(:func:`fit_familiarity_guard`, also ``polar-vllm fit-guard`` for a trained predictor), its
+quantile chosen on hand-worded validation questions when the settings give their dense labels
+(:func:`choose_guard`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,13 @@ import torch
 
 from polar_vllm.predictor.encoder import TextEncoder
 from polar_vllm.predictor.errors import PredictorError
-from polar_vllm.predictor.familiarity import GUARD_FILE, FamiliarityGuard, fit_guard, save_guard
+from polar_vllm.predictor.familiarity import (
+    GUARD_FILE,
+    FamiliarityGuard,
+    fit_guards,
+    question_embeddings,
+    save_guard,
+)
 from polar_vllm.predictor.labels import read_labels
 from polar_vllm.predictor.predictor_config import (
     CONFIG_FILE,
@@ -38,8 +46,14 @@ from polar_vllm.predictor.predictor_config import (
     read_config,
 )
 from polar_vllm.predictor.run_settings import RunSettings
-from polar_vllm.predictor.selection import CalibratedPoint, calibrate, pick_point
-from polar_vllm.predictor.storage import CandidateSet, save_predictor
+from polar_vllm.predictor.selection import (
+    CalibratedPoint,
+    OperatingPoint,
+    calibrate,
+    choose,
+    pick_point,
+)
+from polar_vllm.predictor.storage import CandidateSet, Predictor, load_predictor, save_predictor
 from polar_vllm.predictor.training import (
     HISTORY_FILE,
     PLOT_FILE,
@@ -55,13 +69,21 @@ from polar_vllm.search.labels import LabelRecord
 
 __all__ = [
     "FRONTIER_FILE",
+    "GUARD_CHOICE_FILE",
+    "GUARD_QUANTILES",
     "candidate_set_of",
+    "choose_guard",
     "dense_matrix",
     "fit_familiarity_guard",
     "train_candidates",
 ]
 
 FRONTIER_FILE = "validation_frontier.json"
+GUARD_CHOICE_FILE = "guard_choice.json"
+"""What :func:`choose_guard` measured, beside the predictor."""
+
+GUARD_QUANTILES: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
+"""The guard quantiles :func:`choose_guard` tries (from the settings' quantile up)."""
 
 
 def candidate_set_of(records: Sequence[LabelRecord]) -> tuple[Program, ...]:
@@ -178,24 +200,95 @@ def fit_familiarity_guard(
     """Fit the familiarity guard of the candidate predictor in ``directory`` (default:
     ``settings.predictor_dir``) on ``settings``' training and validation questions and store
     it there; None (and any stored guard removed) when ``familiarity_quantile`` is null.
-    ``records``: those questions' label records when the caller has read them already."""
+    With ``guard_val_labels`` its quantile is chosen on those questions (:func:`choose_guard`).
+    ``records``: the training and validation label records when the caller has read them."""
     out = Path(directory if directory is not None else settings.predictor_dir)
     quantile = settings.train.familiarity_quantile
     if quantile is None:
         (out / GUARD_FILE).unlink(missing_ok=True)
+        (out / GUARD_CHOICE_FILE).unlink(missing_ok=True)
         return None
     train_records, val_records = records if records is not None else _label_records(settings)
     if encoder is None:  # the predictor's own encoder, as prediction runs it
         config = read_config(out / CONFIG_FILE)
         encoder = TextEncoder(config.encoder, max_tokens=config.max_question_tokens)
-    guard = fit_guard(
+    guard_labels = settings.train.guard_val_labels
+    quantiles = [q for q in GUARD_QUANTILES if q > quantile] if guard_labels else []
+    guards = fit_guards(
         encoder,
         [record.question for record in train_records],
         [record.question for record in val_records],
-        quantile,
+        [quantile, *quantiles],
     )
+    guard = guards[0]
+    if guard_labels:
+        guard, report = choose_guard(load_predictor(out), guards, read_labels(guard_labels))
+        (out / GUARD_CHOICE_FILE).write_text(json.dumps(report, indent=1))
     save_guard(out, guard)
     return guard
+
+
+def choose_guard(
+    predictor: Predictor, guards: Sequence[FamiliarityGuard], records: Sequence[LabelRecord]
+) -> tuple[FamiliarityGuard, dict[str, Any]]:
+    """The guard (of ``guards``, fewest fallbacks first) to ship, chosen on dense labels of
+    validation questions worded unlike the training ones (``records``), by lookup.
+
+    The chosen guard is the one whose worst operating point of ``predictor`` is right most
+    often on those questions (ties: the fewest fallbacks, so the head keeps every question it
+    can). Returns it and a report of every guard's accuracies, beside the full program's.
+    """
+    candidates = predictor.candidates
+    if candidates is None:
+        raise PredictorError("a familiarity guard is chosen for a candidate predictor only")
+    if set(candidate_set_of(records)) != set(candidates.programs):
+        raise PredictorError("guard_val_labels must hold the predictor's candidate set")
+    correct = dense_matrix(records, candidates.programs)
+    probs, embeddings = _head_outputs(predictor, [record.question for record in records])
+    depth, full = predictor.config.depth, candidates.full_index
+    points = {
+        name: OperatingPoint(**point) for name, point in predictor.config.operating_points.items()
+    }
+    rows = torch.arange(len(records))
+    full_accuracy = float(correct[:, full].mean())
+    report_rows = []
+    for guard in guards:
+        familiar = guard.familiar(embeddings)
+        accuracy = {}
+        for name, point in points.items():
+            chosen = choose(probs, candidates.lengths, depth, full, point)
+            chosen = torch.where(familiar, chosen, torch.full_like(chosen, full))
+            accuracy[name] = float(correct[rows, chosen].float().mean())
+        report_rows.append(
+            {
+                "quantile": guard.quantile,
+                "threshold": guard.threshold,
+                "fallback_share": float((~familiar).float().mean()),
+                "accuracy": accuracy,
+            }
+        )
+    worst = [round(min(row["accuracy"].values()), 9) for row in report_rows]
+    chosen_index = worst.index(max(worst))  # the first best: the fewest fallbacks
+    report = {
+        "questions": len(records),
+        "full_program_accuracy": full_accuracy,
+        "guards": report_rows,
+        "chosen_quantile": guards[chosen_index].quantile,
+    }
+    return guards[chosen_index], report
+
+
+@torch.no_grad()
+def _head_outputs(
+    predictor: Predictor, questions: Sequence[str], batch_size: int = 64
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Candidate probabilities [Q, C] and sentence embeddings [Q, E] of ``questions``."""
+    probs, embeddings = [], []
+    for first in range(0, len(questions), batch_size):
+        encoded = predictor.encoder.encode(list(questions[first : first + batch_size]))
+        probs.append(torch.sigmoid(predictor.head(encoded.states, encoded.mask).float().cpu()))
+        embeddings.append(question_embeddings(encoded).cpu())
+    return torch.cat(probs), torch.cat(embeddings)
 
 
 def train_candidates(

@@ -9,9 +9,12 @@ training questions, and sends questions below a threshold to the full program, s
 questions get stock vLLM's behaviour instead of an extrapolation.
 
 The threshold is chosen on validation questions only: the ``quantile`` (default 1%) of their
-familiarity, so that about that share of in-distribution questions falls back. The training
-embeddings (float16) and the threshold are stored next to the predictor in
-:data:`GUARD_FILE`; a predictor without that file has no guard.
+familiarity, so that about that share of in-distribution questions falls back. Given
+validation questions worded unlike the generator's (dense labels of a hand-worded file), the
+quantile itself is chosen on them
+(:func:`~polar_vllm.predictor.candidate_training.choose_guard`). The training embeddings
+(float16) and the threshold are stored next to the predictor in :data:`GUARD_FILE`; a
+predictor without that file has no guard.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ __all__ = [
     "FamiliarityGuard",
     "embed_questions",
     "fit_guard",
+    "fit_guards",
     "load_guard",
     "question_embeddings",
     "save_guard",
@@ -80,6 +84,29 @@ class FamiliarityGuard:
         return self.familiarity(embeddings) >= self.threshold
 
 
+def fit_guards(
+    encoder: TextEncoder,
+    train_questions: Sequence[str],
+    val_questions: Sequence[str],
+    quantiles: Sequence[float],
+) -> list[FamiliarityGuard]:
+    """One guard per quantile, sharing one reference: each threshold sends that share of
+    ``val_questions`` (the least familiar ones) to the full program."""
+    for quantile in quantiles:
+        if not 0.0 <= quantile < 1.0:
+            raise PredictorError(f"familiarity quantile must be in [0, 1), got {quantile}")
+    if not train_questions or not val_questions:
+        raise PredictorError("the familiarity guard needs training and validation questions")
+    reference = embed_questions(encoder, list(dict.fromkeys(train_questions)))
+    # Rounded to float16 as stored, so a fitted guard and its loaded copy agree exactly.
+    unfitted = FamiliarityGuard(reference.half().float(), threshold=0.0, quantile=0.0)
+    val_familiarity = unfitted.familiarity(embed_questions(encoder, val_questions))
+    return [
+        FamiliarityGuard(unfitted.reference, float(torch.quantile(val_familiarity, q)), q)
+        for q in quantiles
+    ]
+
+
 def fit_guard(
     encoder: TextEncoder,
     train_questions: Sequence[str],
@@ -88,16 +115,7 @@ def fit_guard(
 ) -> FamiliarityGuard:
     """A guard whose threshold sends the ``quantile`` share of ``val_questions`` (the least
     familiar ones) to the full program."""
-    if not 0.0 <= quantile < 1.0:
-        raise PredictorError(f"familiarity quantile must be in [0, 1), got {quantile}")
-    if not train_questions or not val_questions:
-        raise PredictorError("the familiarity guard needs training and validation questions")
-    reference = embed_questions(encoder, list(dict.fromkeys(train_questions)))
-    # Rounded to float16 as stored, so a fitted guard and its loaded copy agree exactly.
-    unfitted = FamiliarityGuard(reference.half().float(), threshold=0.0, quantile=quantile)
-    val_familiarity = unfitted.familiarity(embed_questions(encoder, val_questions))
-    threshold = float(torch.quantile(val_familiarity, quantile))
-    return FamiliarityGuard(unfitted.reference, threshold, quantile)
+    return fit_guards(encoder, train_questions, val_questions, [quantile])[0]
 
 
 def save_guard(directory: str | os.PathLike[str], guard: FamiliarityGuard) -> Path:

@@ -58,6 +58,10 @@ class TrainSettings:
         familiarity_quantile: With the ``candidates`` head, the share of validation questions
             the familiarity guard sends to the full program (its threshold,
             :mod:`~polar_vllm.predictor.familiarity`); ``null``: no guard.
+        guard_val_labels: Dense labels of validation questions worded unlike the training
+            questions (e.g. a hand-worded file); when set, the guard's quantile is chosen on
+            them, from ``familiarity_quantile`` up
+            (:func:`~polar_vllm.predictor.candidate_training.choose_guard`).
     """
 
     labels: tuple[str, ...] = ()
@@ -76,6 +80,7 @@ class TrainSettings:
     head: str = "polar_form"
     efficiency_layers: float = 0.85
     familiarity_quantile: float | None = DEFAULT_GUARD_QUANTILE
+    guard_val_labels: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.familiarity_quantile is not None and not 0.0 <= self.familiarity_quantile < 1.0:
