@@ -145,6 +145,7 @@ def run_eval(settings: RunSettings) -> dict[str, Any]:
     predictor = load_predictor(
         settings.predictor_dir, expected_depth=depth, expected_model=settings.model
     )
+    compared = compared_predictors(options.compare_predictors, depth, settings.model)
     items, calibration = build_items(options)
     static_program = None
     importance: list[float] = []
@@ -179,7 +180,7 @@ def run_eval(settings: RunSettings) -> dict[str, Any]:
         static_programs=static_programs,
         variants={
             **frontier_variants(predictor, settings.predictor_dir, options.frontier_points),
-            **compared_predictors(options.compare_predictors, depth, settings.model),
+            **compared,
         },
         seed=options.data_seed,
     )
