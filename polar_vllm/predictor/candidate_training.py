@@ -246,8 +246,10 @@ def choose_guard(
     correct = dense_matrix(records, candidates.programs)
     probs, embeddings = _head_outputs(predictor, [record.question for record in records])
     depth, full = predictor.config.depth, candidates.full_index
-    points = {
-        name: OperatingPoint(**point) for name, point in predictor.config.operating_points.items()
+    # the head's choice at each operating point does not depend on the guard
+    choices = {
+        name: choose(probs, candidates.lengths, depth, full, OperatingPoint(**point))
+        for name, point in predictor.config.operating_points.items()
     }
     rows = torch.arange(len(records))
     full_accuracy = float(correct[:, full].mean())
@@ -255,10 +257,9 @@ def choose_guard(
     for guard in guards:
         familiar = guard.familiar(embeddings)
         accuracy = {}
-        for name, point in points.items():
-            chosen = choose(probs, candidates.lengths, depth, full, point)
-            chosen = torch.where(familiar, chosen, torch.full_like(chosen, full))
-            accuracy[name] = float(correct[rows, chosen].float().mean())
+        for name, chosen in choices.items():
+            guarded = torch.where(familiar, chosen, torch.full_like(chosen, full))
+            accuracy[name] = float(correct[rows, guarded].float().mean())
         report_rows.append(
             {
                 "quantile": guard.quantile,

@@ -29,13 +29,11 @@ from safetensors.torch import save_file
 
 from polar_vllm.predictor.encoder import EncodedBatch, TextEncoder
 from polar_vllm.predictor.errors import PredictorError
-from polar_vllm.predictor.predictor_config import DEFAULT_GUARD_QUANTILE
 
 __all__ = [
     "GUARD_FILE",
     "FamiliarityGuard",
     "embed_questions",
-    "fit_guard",
     "fit_guards",
     "load_guard",
     "question_embeddings",
@@ -105,17 +103,6 @@ def fit_guards(
         FamiliarityGuard(unfitted.reference, float(torch.quantile(val_familiarity, q)), q)
         for q in quantiles
     ]
-
-
-def fit_guard(
-    encoder: TextEncoder,
-    train_questions: Sequence[str],
-    val_questions: Sequence[str],
-    quantile: float = DEFAULT_GUARD_QUANTILE,
-) -> FamiliarityGuard:
-    """A guard whose threshold sends the ``quantile`` share of ``val_questions`` (the least
-    familiar ones) to the full program."""
-    return fit_guards(encoder, train_questions, val_questions, [quantile])[0]
 
 
 def save_guard(directory: str | os.PathLike[str], guard: FamiliarityGuard) -> Path:
