@@ -7,6 +7,7 @@ the transformers reference generator. Training runs use a small depth to stay fa
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 from dataclasses import asdict
@@ -51,7 +52,12 @@ from polar_vllm.predictor.eval_run import (
     frontier_variants,
 )
 from polar_vllm.predictor.evaluation import EvalItem, MethodResult, evaluate, summarize
-from polar_vllm.predictor.familiarity import GUARD_FILE, FamiliarityGuard, embed_questions
+from polar_vllm.predictor.familiarity import (
+    GUARD_FILE,
+    FamiliarityGuard,
+    embed_questions,
+    save_guard,
+)
 from polar_vllm.predictor.labels import build_targets, read_labels
 from polar_vllm.predictor.network import PolarHead
 from polar_vllm.predictor.overhead import measure_overhead
@@ -364,14 +370,22 @@ def test_shipped_qwen_predictor_by_name() -> None:
     questions = [p.question for level in (1, 2, 3) for p in generate_problems(level, 20, seed=5)]
     never = predictor.with_point(OperatingPoint(length_penalty=3.0, margin=FALLBACK_ALWAYS))
     assert {format_program(r[0]) for r in predict_programs(never, questions)} == {"0-23"}
-    # its familiarity guard: training questions are familiar, an unrelated one gets full depth
+    # its familiarity guard: training questions are familiar, an unrelated one gets the
+    # guard's fallback program (chosen on hand-worded validation questions), unless the
+    # operating point never leaves the full program
     guard = predictor.guard
     assert guard is not None and 0.5 < guard.threshold < 0.9
     labels = REPO / "benchmarks/results/search/qwen2.5-coder-dense-train/labels.jsonl"
     train = [record.question for record in read_labels([str(labels)])[::200]]
     familiarity = guard.familiarity(embed_questions(predictor.encoder, [*train, UNRELATED]))
     assert familiarity[-1] < guard.threshold < float(familiarity[:-1].min())
-    assert format_program(predict_programs(predictor, [UNRELATED])[0][0]) == "0-23"
+    choice = json.loads(
+        (resolve_predictor_dir("qwen2.5-coder-0.5b") / GUARD_CHOICE_FILE).read_text()
+    )
+    assert (guard.fallback or "full") == choice["chosen_fallback"]
+    fallback = guard.fallback or "0-23"
+    assert format_program(predict_programs(predictor, [UNRELATED])[0][0]) == fallback
+    assert format_program(predict_programs(never, [UNRELATED])[0][0]) == "0-23"
 
 
 def test_run_configs_parse(tmp_path: Path) -> None:
@@ -744,6 +758,19 @@ def _check_familiarity_guard(directory: Path, run_file: Path, settings: dict[str
     ranked = predict_programs(predictor, [UNRELATED], top_k=4)[0]
     expected = predict_programs(unguarded, [UNRELATED], top_k=4)[0]
     assert ranked[1:] == [p for p in expected if p != full_program(TOY_DEPTH)][:3]
+    # a guard with a fallback program gives it to the unfamiliar question; stored and loaded
+    apple = parse_program(APPLE_PROGRAM, TOY_DEPTH)
+    save_guard(directory, dataclasses.replace(guard, fallback=APPLE_PROGRAM))
+    with_fallback = load_predictor(directory, operating_point="likeliest")
+    assert with_fallback.guard.fallback == APPLE_PROGRAM
+    guarded_top = [r[0] for r in predict_programs(with_fallback, questions, top_k=3)]
+    assert guarded_top[:-1] == [r[0] for r in predict_programs(unguarded, familiar)]
+    assert guarded_top[-1] == apple
+    assert load_predictor(directory, with_guard=False).guard is None
+    save_guard(directory, dataclasses.replace(guard, fallback="0-2"))
+    with pytest.raises(PredictorError, match="fallback '0-2' is not one of the predictor's"):
+        load_predictor(directory)
+    save_guard(directory, guard)
     _check_guard_choice(directory, run_file, settings)
     settings["train"]["familiarity_quantile"] = None
     run_file.write_text(yaml.safe_dump(settings))
@@ -759,9 +786,10 @@ REWORDED = [
 
 
 def _check_guard_choice(directory: Path, run_file: Path, settings: dict[str, Any]) -> None:
-    """With hand-worded validation labels the guard keeps the fewest fallbacks that leave every
-    operating point at least as accurate as the full program there, else the least-losing."""
-    predictor = load_predictor(directory)
+    """With hand-worded validation labels the guard and its fallback program are chosen among
+    those that leave every operating point at least as accurate as the full program there (by
+    accuracy on all validation questions, then the fewest fallbacks), else the least-losing."""
+    predictor = load_predictor(directory, with_guard=False)
     fruit_right = _dense_labels(run_file.parent / "reworded_fruit.jsonl", REWORDED, ["Ivy"])
     full_right = run_file.parent / "reworded_full.jsonl"
     full_right.write_text(
@@ -773,26 +801,58 @@ def _check_guard_choice(directory: Path, run_file: Path, settings: dict[str, Any
         + "\n"
     )
     records = read_labels([str(full_right)])
-    familiarity = predictor.guard.familiarity(
-        embed_questions(predictor.encoder, [r.question for r in records])
-    )
-    never = FamiliarityGuard(predictor.guard.reference, float(familiarity.min()) - 0.01, 0.01)
-    always = FamiliarityGuard(predictor.guard.reference, float(familiarity.max()) + 0.01, 0.5)
-    # only the full program is right: the head's skips lose, so every question must fall back
-    chosen, report = choose_guard(predictor, [never, always], records)
+    reference = load_predictor(directory).guard.reference
+    never = FamiliarityGuard(reference, -1.01, 0.01)  # below every cosine similarity
+    always = FamiliarityGuard(reference, 1.01, 0.5)  # above every cosine similarity
+    always_apple = dataclasses.replace(always, fallback=APPLE_PROGRAM)
+    guards = [never, always, always_apple]
+    # only the full program is right: the head's skips and the apple program lose, so every
+    # question must fall back to the full program
+    chosen, report = choose_guard(predictor, guards, records)
     assert chosen is always and report["full_program_accuracy"] == 1.0
-    assert [row["fallback_share"] for row in report["guards"]] == [0.0, 1.0]
-    assert min(report["guards"][0]["accuracy"].values()) < 1.0
+    assert [row["fallback_share"] for row in report["guards"]] == [0.0, 1.0, 1.0]
+    assert [row["safe"] for row in report["guards"]] == [False, True, False]
     # the head's programs are right and the full program is not: no fallback is needed
-    chosen, report = choose_guard(predictor, [never, always], read_labels([str(fruit_right)]))
+    chosen, report = choose_guard(predictor, guards, read_labels([str(fruit_right)]))
     assert chosen is never and report["chosen_quantile"] == 0.01
-    # through fit-guard: the settings' quantile when it already passes, with its report
-    settings["train"]["guard_val_labels"] = [str(fruit_right)]
+    # only the apple program is right on the reworded questions: it is the fallback to keep,
+    # unless the pooled in-distribution questions (the head right on all) outweigh them
+    apple_right = run_file.parent / "reworded_apple.jsonl"
+    apple_right.write_text(
+        "\n".join(
+            _dense_record(f"{f}-{j}", p.format(n="Ivy", x=5, y=3, f=f), {APPLE_PROGRAM})
+            for j, p in enumerate(REWORDED)
+            for f in ("apples", "pears")
+        )
+        + "\n"
+    )
+    reworded = read_labels([str(apple_right)])
+    chosen, report = choose_guard(predictor, guards, reworded)
+    assert chosen is always_apple and report["chosen_fallback"] == APPLE_PROGRAM
+    pears_right = run_file.parent / "pears_right.jsonl"  # the head's and full program's
+    pears_right.write_text(
+        "\n".join(
+            _dense_record(f"p-{j}", p.format(n="Omar", x=4, y=6, f="pears"), {"full", PEAR_PROGRAM})
+            for j, p in enumerate(PHRASES[:6])
+        )
+        + "\n"
+    )
+    in_distribution = read_labels([str(pears_right)])
+    chosen, report = choose_guard(predictor, guards, reworded, in_distribution)
+    assert chosen is never and report["in_distribution_questions"] == len(in_distribution)
+    # through fit-guard: both fallbacks at every quantile from the settings' up, and the apple
+    # program (the best static candidate of the training and validation questions) kept
+    settings["train"]["guard_val_labels"] = [str(apple_right)]
     run_file.write_text(yaml.safe_dump(settings))
     main(["fit-guard", "--config", str(run_file)])
     stored = json.loads((directory / GUARD_CHOICE_FILE).read_text())
-    assert [row["quantile"] for row in stored["guards"]] == list(GUARD_QUANTILES)
-    assert load_predictor(directory).guard.quantile == stored["chosen_quantile"]
+    assert [row["quantile"] for row in stored["guards"]] == [
+        q for q in GUARD_QUANTILES for _ in "ab"
+    ]
+    assert {row["fallback"] for row in stored["guards"]} == {"full", APPLE_PROGRAM}
+    stored_guard = load_predictor(directory).guard
+    assert stored_guard.quantile == stored["chosen_quantile"]
+    assert stored_guard.fallback == stored["chosen_fallback"] == APPLE_PROGRAM
     del settings["train"]["guard_val_labels"]
 
 

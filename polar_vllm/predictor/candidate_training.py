@@ -71,6 +71,7 @@ __all__ = [
     "FRONTIER_FILE",
     "GUARD_CHOICE_FILE",
     "GUARD_QUANTILES",
+    "best_static",
     "candidate_set_of",
     "choose_guard",
     "dense_matrix",
@@ -191,6 +192,12 @@ def _label_records(settings: RunSettings) -> tuple[list[LabelRecord], list[Label
     return train_records, val_records
 
 
+def best_static(correct: torch.Tensor) -> int:
+    """The candidate right most often over the questions of ``correct`` [Q, C] (ties: the
+    first): the best static program of those questions."""
+    return int(correct.mean(dim=0).argmax())
+
+
 def fit_familiarity_guard(
     settings: RunSettings,
     directory: str | os.PathLike[str] | None = None,
@@ -200,8 +207,10 @@ def fit_familiarity_guard(
     """Fit the familiarity guard of the candidate predictor in ``directory`` (default:
     ``settings.predictor_dir``) on ``settings``' training and validation questions and store
     it there; None (and any stored guard removed) when ``familiarity_quantile`` is null.
-    With ``guard_val_labels`` its quantile is chosen on those questions (:func:`choose_guard`).
-    ``records``: the training and validation label records when the caller has read them."""
+    With ``guard_val_labels`` its quantile and fallback (the full program, or the best static
+    program of the training and validation questions) are chosen on those questions
+    (:func:`choose_guard`). ``records``: the training and validation label records when the
+    caller has read them."""
     out = Path(directory if directory is not None else settings.predictor_dir)
     quantile = settings.train.familiarity_quantile
     if quantile is None:
@@ -222,59 +231,89 @@ def fit_familiarity_guard(
     )
     guard = guards[0]
     if guard_labels:
-        guard, report = choose_guard(load_predictor(out), guards, read_labels(guard_labels))
+        predictor = load_predictor(out, with_guard=False)  # a stored guard may be stale
+        programs = predictor.candidates.programs
+        static = best_static(dense_matrix([*train_records, *val_records], programs))
+        fallbacks = [None]
+        if static != predictor.candidates.full_index:
+            fallbacks.append(format_program(programs[static]))
+        tried = [replace(g, fallback=fallback) for g in guards for fallback in fallbacks]
+        guard, report = choose_guard(predictor, tried, read_labels(guard_labels), val_records)
         (out / GUARD_CHOICE_FILE).write_text(json.dumps(report, indent=1))
     save_guard(out, guard)
     return guard
 
 
 def choose_guard(
-    predictor: Predictor, guards: Sequence[FamiliarityGuard], records: Sequence[LabelRecord]
+    predictor: Predictor,
+    guards: Sequence[FamiliarityGuard],
+    records: Sequence[LabelRecord],
+    val_records: Sequence[LabelRecord] = (),
 ) -> tuple[FamiliarityGuard, dict[str, Any]]:
-    """The guard (of ``guards``, fewest fallbacks first) to ship, chosen on dense labels of
-    validation questions worded unlike the training ones (``records``), by lookup.
+    """The guard (of ``guards``, safest first) to ship, chosen by lookup on dense labels of
+    validation questions worded unlike the training ones (``records``) and of in-distribution
+    validation questions (``val_records``).
 
-    The chosen guard is the one whose worst operating point of ``predictor`` is right most
-    often on those questions (ties: the fewest fallbacks, so the head keeps every question it
-    can). Returns it and a report of every guard's accuracies, beside the full program's.
+    A guard is *safe* when every operating point of ``predictor`` with it is right on
+    ``records`` at least as often as the full program. Of the safe guards, the chosen one is
+    the one whose worst operating point is right most often on all validation questions
+    (``records`` and ``val_records`` pooled); without a safe guard, the one whose worst
+    operating point is right most often on ``records``. Ties go to the earlier guard.
+    Returns it and a report of every guard's accuracies, beside the full program's.
     """
     candidates = predictor.candidates
     if candidates is None:
         raise PredictorError("a familiarity guard is chosen for a candidate predictor only")
-    if set(candidate_set_of(records)) != set(candidates.programs):
+    pooled_records = [*records, *val_records]
+    if set(candidate_set_of(pooled_records)) != set(candidates.programs):
         raise PredictorError("guard_val_labels must hold the predictor's candidate set")
-    correct = dense_matrix(records, candidates.programs)
-    probs, embeddings = _head_outputs(predictor, [record.question for record in records])
+    correct = dense_matrix(pooled_records, candidates.programs)
+    probs, embeddings = _head_outputs(predictor, [record.question for record in pooled_records])
     depth, full = predictor.config.depth, candidates.full_index
     # the head's choice at each operating point does not depend on the guard
     choices = {
         name: choose(probs, candidates.lengths, depth, full, OperatingPoint(**point))
         for name, point in predictor.config.operating_points.items()
     }
-    rows = torch.arange(len(records))
-    full_accuracy = float(correct[:, full].mean())
+    reworded = torch.arange(len(pooled_records)) < len(records)  # the rows of ``records``
+    full_accuracy = float(correct[reworded, full].mean())
     report_rows = []
     for guard in guards:
         familiar = guard.familiar(embeddings)
-        accuracy = {}
+        fallback = torch.full_like(familiar, predictor.fallback_index(guard), dtype=torch.long)
+        accuracy, pooled = {}, {}
         for name, chosen in choices.items():
-            guarded = torch.where(familiar, chosen, torch.full_like(chosen, full))
-            accuracy[name] = float(correct[rows, guarded].float().mean())
+            guarded_right = correct.gather(1, torch.where(familiar, chosen, fallback)[:, None])
+            accuracy[name] = float(guarded_right[reworded].mean())
+            pooled[name] = float(guarded_right.mean())
         report_rows.append(
             {
                 "quantile": guard.quantile,
                 "threshold": guard.threshold,
-                "fallback_share": float((~familiar).float().mean()),
+                "fallback": guard.fallback or "full",
+                "fallback_share": float((~familiar[reworded]).float().mean()),
                 "accuracy": accuracy,
+                "pooled_accuracy": pooled,
+                "safe": min(accuracy.values()) >= full_accuracy - 1e-9,
             }
         )
-    worst = [round(min(row["accuracy"].values()), 9) for row in report_rows]
-    chosen_index = worst.index(max(worst))  # the first best: the fewest fallbacks
+    safe = [row["safe"] for row in report_rows]
+    score_key = "pooled_accuracy" if any(safe) else "accuracy"
+    scores = [
+        round(min(row[score_key].values()), 9) if ok or not any(safe) else -1.0
+        for row, ok in zip(report_rows, safe, strict=True)
+    ]
+    chosen_index = scores.index(max(scores))  # the first best
     report = {
         "questions": len(records),
+        "in_distribution_questions": len(val_records),
         "full_program_accuracy": full_accuracy,
+        "rule": "safe guards by pooled accuracy"
+        if any(safe)
+        else "no safe guard: reworded accuracy",
         "guards": report_rows,
         "chosen_quantile": guards[chosen_index].quantile,
+        "chosen_fallback": guards[chosen_index].fallback or "full",
     }
     return guards[chosen_index], report
 
@@ -334,8 +373,9 @@ def train_candidates(
         "accuracy": pick_point(points, depth),
         "efficiency": pick_point(points, options.efficiency_layers * depth),
     }
-    rates = torch.cat([train_set.candidates, val_set.candidates]).mean(dim=0)
-    best = int(rates.argmax())
+    all_correct = torch.cat([train_set.candidates, val_set.candidates])
+    rates = all_correct.mean(dim=0)
+    best = best_static(all_correct)
     val_rates = val_set.candidates.mean(dim=0)
     report = {
         "validation_questions": len(val_set),

@@ -1,20 +1,22 @@
-"""The familiarity guard: the full program for questions unlike any the predictor learned from.
+"""The familiarity guard: a fixed program for questions unlike any the predictor learned from.
 
 A candidate predictor is trained on the questions of its labels, and what it learned about
 which layers a question can skip need not carry over to questions worded unlike them: on
 reworded questions its skips can lose answers that the full program gets right. The guard
 measures how familiar a question is, as the highest cosine similarity of its sentence embedding
 (the masked mean of the predictor's own encoder states, normalised) to the embeddings of the
-training questions, and sends questions below a threshold to the full program, so that such
-questions get stock vLLM's behaviour instead of an extrapolation.
+training questions, and sends questions below a threshold to its *fallback* program instead of
+an extrapolation: the full program (stock vLLM's behaviour) by default, or one fixed candidate
+chosen on training and validation questions (the best static program), when hand-worded
+validation questions show that it serves reworded questions better.
 
 The threshold is chosen on validation questions only: the ``quantile`` (default 1%) of their
 familiarity, so that about that share of in-distribution questions falls back. Given
 validation questions worded unlike the generator's (dense labels of a hand-worded file), the
-quantile itself is chosen on them
+quantile and the fallback are chosen on them
 (:func:`~polar_vllm.predictor.candidate_training.choose_guard`). The training embeddings
-(float16) and the threshold are stored next to the predictor in :data:`GUARD_FILE`; a
-predictor without that file has no guard.
+(float16), the threshold and the fallback are stored next to the predictor in
+:data:`GUARD_FILE`; a predictor without that file has no guard.
 """
 
 from __future__ import annotations
@@ -65,12 +67,14 @@ def embed_questions(encoder: TextEncoder, questions: Sequence[str]) -> torch.Ten
 @dataclass(frozen=True)
 class FamiliarityGuard:
     """Training-question embeddings ``reference`` [N, E] (float32 holding float16 values, as
-    stored) and the familiarity ``threshold`` (chosen as the ``quantile`` of the validation
-    questions' familiarity)."""
+    stored), the familiarity ``threshold`` (chosen as the ``quantile`` of the validation
+    questions' familiarity) and the ``fallback`` program of the questions below it (program
+    text, one of the predictor's candidates; None: the full program)."""
 
     reference: torch.Tensor
     threshold: float
     quantile: float
+    fallback: str | None = None
 
     def familiarity(self, embeddings: torch.Tensor) -> torch.Tensor:
         """The highest cosine similarity of each embedding [B, E] to a training question [B]."""
@@ -89,7 +93,7 @@ def fit_guards(
     quantiles: Sequence[float],
 ) -> list[FamiliarityGuard]:
     """One guard per quantile, sharing one reference: each threshold sends that share of
-    ``val_questions`` (the least familiar ones) to the full program."""
+    ``val_questions`` (the least familiar ones) to the full program (the default fallback)."""
     for quantile in quantiles:
         if not 0.0 <= quantile < 1.0:
             raise PredictorError(f"familiarity quantile must be in [0, 1), got {quantile}")
@@ -110,6 +114,8 @@ def save_guard(directory: str | os.PathLike[str], guard: FamiliarityGuard) -> Pa
     path = Path(directory) / GUARD_FILE
     staged = path.with_suffix(".tmp")
     metadata = {"threshold": repr(guard.threshold), "quantile": repr(guard.quantile)}
+    if guard.fallback is not None:
+        metadata["fallback"] = guard.fallback
     save_file({"reference": guard.reference.half().contiguous()}, str(staged), metadata=metadata)
     os.replace(staged, path)
     return path
@@ -127,8 +133,9 @@ def load_guard(directory: str | os.PathLike[str]) -> FamiliarityGuard | None:
             metadata = handle.metadata() or {}
             reference = handle.get_tensor("reference")
         threshold, quantile = float(metadata["threshold"]), float(metadata["quantile"])
+        fallback = metadata.get("fallback")  # absent in guards that predate the choice
     except Exception as error:  # safetensors raises its own error type, or OSError
         raise PredictorError(f"familiarity guard {path} is unreadable: {error!r}") from None
     if reference.ndim != 2:
         raise PredictorError(f"familiarity guard {path}: reference must be [N, E]")
-    return FamiliarityGuard(reference.float(), threshold, quantile)
+    return FamiliarityGuard(reference.float(), threshold, quantile, fallback)

@@ -10,7 +10,7 @@ import torch
 
 from polar_vllm.predictor.decoding import DecodeOptions, ScoredProgram, decode
 from polar_vllm.predictor.familiarity import question_embeddings
-from polar_vllm.predictor.selection import rank
+from polar_vllm.predictor.selection import FALLBACK_ALWAYS, rank
 from polar_vllm.predictor.storage import Predictor
 from polar_vllm.program import Program
 
@@ -51,14 +51,19 @@ def _rank_candidates(
 ) -> list[list[ScoredProgram]]:
     """The ``top_k`` candidates of each row of ``logits`` [B, C] at the predictor's operating
     point, each scored by its probability of answering right; rows the familiarity guard
-    rejects (``familiar`` False) rank the full program first."""
+    rejects (``familiar`` False) rank the guard's fallback program first (unless the
+    operating point always runs the full program)."""
     candidates = predictor.candidates
-    full = candidates.full_index
     probs = torch.sigmoid(logits)
-    order = rank(probs, candidates.lengths, predictor.config.depth, full, predictor.point)
-    if familiar is not None:
+    order = rank(
+        probs, candidates.lengths, predictor.config.depth, candidates.full_index, predictor.point
+    )
+    # a margin of FALLBACK_ALWAYS promises the full program for every question (see
+    # polar_vllm.predictor.selection): the guard's fallback program must not break that
+    if familiar is not None and predictor.point.margin < FALLBACK_ALWAYS:
+        fallback = predictor.guard_fallback
         order = [
-            ranked if known else [full, *(c for c in ranked if c != full)]
+            ranked if known else [fallback, *(c for c in ranked if c != fallback)]
             for ranked, known in zip(order, familiar.tolist(), strict=True)
         ]
     return [
@@ -79,10 +84,10 @@ def predict_scored(
     """The ``top_k`` best labellings of each question, best first, with their scores.
 
     A ``candidates`` predictor ranks its candidate set at its operating point (the first is its
-    choice, with the fallback to the full program applied, and the full program for questions
-    its familiarity guard rejects; scores are probabilities of answering right) and ignores
-    ``length_aware``. When ``times`` is given, the seconds spent in the encoder, the head and
-    decoding are added to it.
+    choice, with the fallback to the full program applied, and the guard's fallback program
+    for questions its familiarity guard rejects; scores are probabilities of answering right)
+    and ignores ``length_aware``. When ``times`` is given, the seconds spent in the encoder,
+    the head and decoding are added to it.
     """
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")

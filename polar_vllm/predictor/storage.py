@@ -33,7 +33,14 @@ from polar_vllm.predictor.predictor_config import (
 )
 from polar_vllm.predictor.selection import OperatingPoint
 from polar_vllm.predictor.shipped import resolve_predictor_dir
-from polar_vllm.program import PolarForm, Program, canonical_polar_form, full_program
+from polar_vllm.program import (
+    PolarForm,
+    Program,
+    ProgramError,
+    canonical_polar_form,
+    full_program,
+    parse_program,
+)
 
 __all__ = [
     "CandidateSet",
@@ -81,7 +88,7 @@ class Predictor:
     ``operating_point`` names the :class:`~polar_vllm.predictor.selection.OperatingPoint` of a
     candidate predictor (default: its config's ``operating_point``); it is refused for the
     ``polar_form`` head. ``guard``, a candidate predictor's familiarity guard, sends questions
-    unlike its training questions to the full program.
+    unlike its training questions to its fallback program, candidate ``guard_fallback``.
     """
 
     def __init__(
@@ -113,6 +120,26 @@ class Predictor:
                 f"encoder {config.encoder!r} gives {self.encoder.dim}"
             )
         self.guard = guard
+        self.guard_fallback = None if guard is None else self.fallback_index(guard)
+
+    def fallback_index(self, guard: FamiliarityGuard) -> int:
+        """The candidate index of the program ``guard`` gives unfamiliar questions."""
+        if self.candidates is None:
+            raise PredictorError("a familiarity guard belongs to a candidate predictor")
+        if guard.fallback is None:
+            return self.candidates.full_index
+        try:
+            program = parse_program(guard.fallback, self.config.depth)
+        except ProgramError as error:
+            raise PredictorError(
+                f"familiarity guard fallback {guard.fallback!r}: {error}"
+            ) from None
+        if program not in self.candidates.programs:
+            raise PredictorError(
+                f"familiarity guard fallback {guard.fallback!r} is not one of the predictor's "
+                "candidates"
+            )
+        return self.candidates.programs.index(program)
 
     def with_point(self, point: OperatingPoint) -> Predictor:
         """A candidate predictor sharing this one's encoder and head, at ``point``."""
@@ -189,6 +216,7 @@ def load_predictor(
     expected_model: str | None = None,
     device: str = "cpu",
     operating_point: str | None = None,
+    with_guard: bool = True,
 ) -> Predictor:
     """Load the predictor in ``directory``, checked against the served model.
 
@@ -201,6 +229,8 @@ def load_predictor(
         device: Torch device for the encoder and head.
         operating_point: A candidate predictor's operating point by name (default: the one
             its config names).
+        with_guard: Load its familiarity guard, if it has one (False: the head alone, as when
+            a new guard is chosen for it).
 
     Raises:
         PredictorError: missing directory or file, unreadable or invalid config or weights,
@@ -223,7 +253,7 @@ def load_predictor(
         )
     head = build_head(config)
     _load_weights(weights_path, head)
-    guard = load_guard(directory)
+    guard = load_guard(directory) if with_guard else None
     return Predictor(config, head, device=device, operating_point=operating_point, guard=guard)
 
 
