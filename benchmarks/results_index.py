@@ -350,13 +350,15 @@ def _predictor_payoff(data: dict[str, Any]) -> str:
                 _percent(row["pass@1"].get("ood")),
                 f"{row['mean_layers']:.2f}",
                 f"{row['requests_per_s']:.2f} ({row['ratio_to_stock']:.2f}x)",
+                f"{row['cold_ratio_to_stock']:.2f}x" if "cold_seconds" in row else "not run",
                 f"{row['generated_tokens'] / row['requests']:.1f}",
                 f"{row['generated_tokens_per_s']:.1f}",
                 "–" if share is None else f"{100 * share:.2f}%",
             ]
         )
     header = ["variant", "pass@1 (test)", "pass@1 (OOD)", "mean layers", "req/s (vs stock)"]
-    return _table([*header, "tokens/request", "gen tok/s", "predictor share"], rows)
+    extra = ["cold pass (vs stock)", "tokens/request", "gen tok/s", "predictor share"]
+    return _table([*header, *extra], rows)
 
 
 def _kv_capacity(data: dict[str, Any]) -> str:

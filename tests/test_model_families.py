@@ -4,6 +4,7 @@ other architectures (no engine starts: vLLM refuses at engine configuration)."""
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -86,3 +87,23 @@ def test_other_architectures_are_refused_naming_the_supported_ones(gpt2_dir):
     for family in POLAR_FAMILIES:
         assert family.architecture in message
     assert "docs/model_families.md" in message
+
+
+def test_polar_engine_config_raises_the_onednn_cache_unless_set(smollm2_dir, monkeypatch):
+    """A PoLar engine asks oneDNN for room for its partial steps' GEMM shapes; a stock engine
+    and a user's own setting are left alone."""
+    from vllm.engine.arg_utils import EngineArgs
+
+    import polar_vllm
+    from polar_vllm.compat.engine_args import ONEDNN_CACHE_ENV, POLAR_ONEDNN_CACHE
+
+    polar_vllm.register()
+    monkeypatch.delenv(ONEDNN_CACHE_ENV, raising=False)
+    EngineArgs(model=smollm2_dir, max_model_len=64).create_engine_config()
+    assert ONEDNN_CACHE_ENV not in os.environ
+    polar = {"model": smollm2_dir, "additional_config": {"polar": {}}, "max_model_len": 64}
+    EngineArgs(**polar).create_engine_config()
+    assert os.environ[ONEDNN_CACHE_ENV] == str(POLAR_ONEDNN_CACHE)
+    monkeypatch.setenv(ONEDNN_CACHE_ENV, "2048")
+    EngineArgs(**polar).create_engine_config()
+    assert os.environ[ONEDNN_CACHE_ENV] == "2048"
