@@ -8,8 +8,9 @@ config's ``max_tokens``, every engine with the same KV-cache byte budget (``--kv
 
 * ``stock``: vLLM without PoLar (every request runs all D layers);
 * ``polar@<point>``: PoLar vLLM with ``additional_config["polar"] = {"predictor": ...,
-  "operating_point": point}``; the offline path predicts every prompt's program in one batched
-  predictor call inside ``generate``, so its time is part of the measured wall time.
+  "operating_point": point, "scheduling": ...}`` (``--scheduling``, vLLM's order by
+  default); the offline path predicts every prompt's program in one batched predictor call
+  inside ``generate``, so its time is part of the measured wall time.
 
 Every variant first serves the whole workload ``--warmup-passes`` times untimed (default 1;
 its first pass is reported as ``cold_seconds``), then the timed pass: a server serves for
@@ -49,7 +50,7 @@ from harness import engine_settings, machine_record, write_result
 
 from polar_vllm.compat.shutdown import shutdown_engine
 from polar_vllm.data import answers_match, build_prompt, extract_answer
-from polar_vllm.engine.config import QUESTION_ARG
+from polar_vllm.engine.config import QUESTION_ARG, SCHEDULING_POLICIES
 from polar_vllm.predictor import load_predictor, predict_programs
 from polar_vllm.predictor.eval_run import build_items, model_directory
 from polar_vllm.predictor.evaluation import EvalItem
@@ -167,6 +168,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         default=1,
         help="untimed passes over the whole workload before the timed one (0: time a cold pass)",
     )
+    parser.add_argument(
+        "--scheduling",
+        choices=SCHEDULING_POLICIES,
+        default="fcfs",
+        help="the PoLar engines' admission order (program_aware: batches share programs)",
+    )
     parser.add_argument("--results-dir", default=str(RESULTS))
     parser.add_argument("--tag", default="cpu")
     args = parser.parse_args(argv)
@@ -200,7 +207,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     shutdown_engine(llm)
     variants[STOCK] = variant_row(items, timing, [depth] * len(items))
     for point in points:
-        polar = {"predictor": settings.predictor_dir, "operating_point": point}
+        polar = {
+            "predictor": settings.predictor_dir,
+            "operating_point": point,
+            "scheduling": args.scheduling,
+        }
         llm = LLM(**engine, additional_config={"polar": polar})
         timing = timed_generate(llm, *generate_args)
         shutdown_engine(llm)
@@ -227,6 +238,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "max_tokens": options.max_tokens,
         "answer_lengths": "fixed" if args.fixed_length else "model",
         "warmup_passes": args.warmup_passes,
+        "scheduling": args.scheduling,
         "kv_cache_gib": args.kv_cache_gib,
         "questions": len(items),
         "depth": depth,

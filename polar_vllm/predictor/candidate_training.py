@@ -250,7 +250,7 @@ def choose_guard(
     records: Sequence[LabelRecord],
     val_records: Sequence[LabelRecord] = (),
 ) -> tuple[FamiliarityGuard, dict[str, Any]]:
-    """The guard (of ``guards``, safest first) to ship, chosen by lookup on dense labels of
+    """The guard (of ``guards``) to ship, chosen by lookup on dense labels of
     validation questions worded unlike the training ones (``records``) and of in-distribution
     validation questions (``val_records``).
 
@@ -297,20 +297,20 @@ def choose_guard(
                 "safe": min(accuracy.values()) >= full_accuracy - 1e-9,
             }
         )
-    safe = [row["safe"] for row in report_rows]
-    score_key = "pooled_accuracy" if any(safe) else "accuracy"
-    scores = [
-        round(min(row[score_key].values()), 9) if ok or not any(safe) else -1.0
-        for row, ok in zip(report_rows, safe, strict=True)
-    ]
+    any_safe = any(row["safe"] for row in report_rows)
+
+    def score(row: dict[str, Any]) -> float:
+        if not any_safe:
+            return round(min(row["accuracy"].values()), 9)
+        return round(min(row["pooled_accuracy"].values()), 9) if row["safe"] else -1.0
+
+    scores = [score(row) for row in report_rows]
     chosen_index = scores.index(max(scores))  # the first best
     report = {
         "questions": len(records),
         "in_distribution_questions": len(val_records),
         "full_program_accuracy": full_accuracy,
-        "rule": "safe guards by pooled accuracy"
-        if any(safe)
-        else "no safe guard: reworded accuracy",
+        "rule": "safe guards by pooled accuracy" if any_safe else "no safe guard: reworded",
         "guards": report_rows,
         "chosen_quantile": guards[chosen_index].quantile,
         "chosen_fallback": guards[chosen_index].fallback or "full",
