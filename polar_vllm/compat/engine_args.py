@@ -9,9 +9,10 @@ graph or compiled graph would freeze one batch's programs) on the V1 model runne
 under which KV blocks cannot follow programs (:mod:`.kv_cache_groups`). Without ``"polar"`` it
 changes nothing.
 
-On CPU it also raises oneDNN's primitive cache (:data:`ONEDNN_CACHE_ENV`, unless the user set
-it). vLLM's CPU GEMMs build one oneDNN primitive per row count they see (about 20 ms each, and
-about 1 MB for Qwen2.5-0.5B's largest GEMM). Stock vLLM sees a few dozen row counts; a PoLar
+It also raises oneDNN's primitive cache (:data:`ONEDNN_CACHE_ENV`, unless the user set it;
+only vLLM's CPU path uses oneDNN, other devices ignore it). vLLM's CPU GEMMs build one
+oneDNN primitive per row count they see (about 20 ms each, and about 1 MB for Qwen2.5-0.5B's
+largest GEMM). Stock vLLM sees a few dozen row counts; a PoLar
 batch that mixes programs runs partial steps on subsets of its rows and sees hundreds to
 thousands (1,248 in 690 requests at 27 programs), more than oneDNN's default cache of 1,024
 holds, so the cache evicts and rebuilds primitives at every pass (measured: a second pass over

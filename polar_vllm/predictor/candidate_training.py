@@ -51,6 +51,7 @@ from polar_vllm.predictor.selection import (
     OperatingPoint,
     calibrate,
     choose,
+    guard_applies,
     pick_point,
 )
 from polar_vllm.predictor.storage import CandidateSet, Predictor, load_predictor, save_predictor
@@ -254,12 +255,14 @@ def choose_guard(
     validation questions worded unlike the training ones (``records``) and of in-distribution
     validation questions (``val_records``).
 
-    A guard is *safe* when every operating point of ``predictor`` with it is right on
-    ``records`` at least as often as the full program. Of the safe guards, the chosen one is
-    the one whose worst operating point is right most often on all validation questions
-    (``records`` and ``val_records`` pooled); without a safe guard, the one whose worst
-    operating point is right most often on ``records``. Ties go to the earlier guard.
-    Returns it and a report of every guard's accuracies, beside the full program's.
+    Only the operating points the guard applies to count (:func:`~.selection.guard_applies`;
+    one that always runs the full program scores the same under every guard). A guard is
+    *safe* when every such point of ``predictor`` with it is right on ``records`` at least as
+    often as the full program. Of the safe guards, the chosen one is the one whose worst point
+    is right most often on all validation questions (``records`` and ``val_records`` pooled);
+    without a safe guard, the one whose worst point is right most often on ``records``. Ties
+    go to the earlier guard (so with no such point, the first). Returns it and a report of
+    every guard's accuracies, beside the full program's.
     """
     candidates = predictor.candidates
     if candidates is None:
@@ -270,13 +273,16 @@ def choose_guard(
     correct = dense_matrix(pooled_records, candidates.programs)
     probs, embeddings = _head_outputs(predictor, [record.question for record in pooled_records])
     depth, full = predictor.config.depth, candidates.full_index
+    points = {name: OperatingPoint(**p) for name, p in predictor.config.operating_points.items()}
     # the head's choice at each operating point does not depend on the guard
     choices = {
-        name: choose(probs, candidates.lengths, depth, full, OperatingPoint(**point))
-        for name, point in predictor.config.operating_points.items()
+        name: choose(probs, candidates.lengths, depth, full, point)
+        for name, point in points.items()
+        if guard_applies(point)
     }
     reworded = torch.arange(len(pooled_records)) < len(records)  # the rows of ``records``
     full_accuracy = float(correct[reworded, full].mean())
+    pooled_full_accuracy = float(correct[:, full].mean())
     report_rows = []
     for guard in guards:
         familiar = guard.familiar(embeddings)
@@ -294,7 +300,7 @@ def choose_guard(
                 "fallback_share": float((~familiar[reworded]).float().mean()),
                 "accuracy": accuracy,
                 "pooled_accuracy": pooled,
-                "safe": min(accuracy.values()) >= full_accuracy - 1e-9,
+                "safe": min(accuracy.values(), default=full_accuracy) >= full_accuracy - 1e-9,
             }
         )
     any_safe = any(row["safe"] for row in report_rows)
@@ -302,7 +308,8 @@ def choose_guard(
     def score(row: dict[str, Any]) -> float:
         if not any_safe:
             return round(min(row["accuracy"].values()), 9)
-        return round(min(row["pooled_accuracy"].values()), 9) if row["safe"] else -1.0
+        worst = min(row["pooled_accuracy"].values(), default=pooled_full_accuracy)
+        return round(worst, 9) if row["safe"] else -1.0
 
     scores = [score(row) for row in report_rows]
     chosen_index = scores.index(max(scores))  # the first best

@@ -10,7 +10,7 @@ import torch
 
 from polar_vllm.predictor.decoding import DecodeOptions, ScoredProgram, decode
 from polar_vllm.predictor.familiarity import question_embeddings
-from polar_vllm.predictor.selection import FALLBACK_ALWAYS, rank
+from polar_vllm.predictor.selection import guard_applies, rank
 from polar_vllm.predictor.storage import Predictor
 from polar_vllm.program import Program
 
@@ -58,9 +58,7 @@ def _rank_candidates(
     order = rank(
         probs, candidates.lengths, predictor.config.depth, candidates.full_index, predictor.point
     )
-    # a margin of FALLBACK_ALWAYS promises the full program for every question (see
-    # polar_vllm.predictor.selection): the guard's fallback program must not break that
-    if familiar is not None and predictor.point.margin < FALLBACK_ALWAYS:
+    if familiar is not None and guard_applies(predictor.point):
         fallback = predictor.guard_fallback
         order = [
             ranked if known else [fallback, *(c for c in ranked if c != fallback)]

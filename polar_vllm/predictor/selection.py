@@ -31,6 +31,7 @@ __all__ = [
     "OperatingPoint",
     "calibrate",
     "choose",
+    "guard_applies",
     "pick_point",
     "rank",
 ]
@@ -51,6 +52,13 @@ class OperatingPoint:
 
     length_penalty: float = 0.0
     margin: float = 0.0
+
+
+def guard_applies(point: OperatingPoint) -> bool:
+    """Whether a familiarity guard's fallback program replaces ``point``'s choice on the
+    questions it finds unfamiliar: at every point except those that always run the full
+    program (a margin of :data:`FALLBACK_ALWAYS` or more), whose promise it must not break."""
+    return point.margin < FALLBACK_ALWAYS
 
 
 @dataclass(frozen=True)
