@@ -326,23 +326,70 @@ def _predictor_eval(data: dict[str, Any]) -> str:
     )
 
 
-def _predictor_payoff(data: dict[str, Any]) -> str:
-    if "variants" not in data:  # one served run through vllm serve and the openai client
-        rows = [
-            [
-                str(data["questions"]),
-                data["operating_point"],
-                _percent(data["pass@1"]),
-                f"{data['mean_layers']:.1f}",
-                str(data["distinct_programs"]),
-                f"{data['requests_per_s']:.2f}",
-            ]
+def _served_run(data: dict[str, Any]) -> str:
+    """One served run through ``vllm serve`` and the openai client."""
+    rows = [
+        [
+            str(data["questions"]),
+            data["operating_point"],
+            _percent(data["pass@1"]),
+            f"{data['mean_layers']:.1f}",
+            str(data["distinct_programs"]),
+            f"{data['requests_per_s']:.2f}",
         ]
-        header = ["questions", "operating point", "pass@1", "mean layers", "programs", "req/s"]
-        return _table(header, rows)
+    ]
+    header = ["questions", "operating point", "pass@1", "mean layers", "programs", "req/s"]
+    return _table(header, rows)
+
+
+def _payoff_bound(data: dict[str, Any]) -> str:
+    """The validation frontier in layer-tokens against the requests/s goals."""
+    rows = []
+    for name, bound in data["bounds"].items():
+        point, best = bound["operating_point"], bound["best_within_budget"]
+        rows.append(
+            [
+                name,
+                _percent(point["accuracy"]),
+                f"{point['mean_layers']:.2f}",
+                f"{point['relative_cost']:.3f}",
+                f"{bound['engine_share_of_ideal']:.2f}",
+                f"{bound['expected_ratio']:.2f}x",
+                f"{bound['goal']:.2f}x: ≤ {bound['cost_budget']:.3f}",
+                "none"
+                if best is None
+                else f"{_percent(best['accuracy'])} ({best['mean_layers']:.1f})",
+                f"{bound['best_ratio_at_greedy_accuracy']:.2f}x",
+                f"{_percent(point['at_max_tokens'])} ({point['right_at_max_tokens']:.0f} right)",
+            ]
+        )
+    header = ["point", "pass@1 (val)", "mean layers", "layer-tokens vs stock", "engine keeps"]
+    extra = [
+        "expected req/s",
+        "goal: layer-tokens needed",
+        "best pass@1 there (layers)",
+        "req/s at greedy's pass@1, at most",
+        f"answers at {data['max_tokens']} tokens",
+    ]
+    cheapest = data["cheapest_at_greedy_accuracy"]
+    greedy = (
+        f"Greedy: {_percent(data['greedy_accuracy'])} on the same "
+        f"{data['validation_questions']} validation questions; the cheapest point at least as "
+        f"accurate costs {cheapest['relative_cost']:.3f} of stock's layer-tokens "
+        f"({cheapest['mean_layers']:.1f} layers; "
+        f"{data['cheapest_at_greedy_accuracy_knowing_costs']['relative_cost']:.3f} had the head "
+        f"known every answer's cost). The LM head counts as "
+        f"{data['head_layers']:.1f} layers per generated token."
+    )
+    return f"{_table([*header, *extra], rows)}\n\n{greedy}"
+
+
+def _payoff_variants(data: dict[str, Any]) -> str:
+    """Stock and PoLar at each operating point, served side by side."""
     rows = []
     for name, row in data["variants"].items():
         share = row.get("predictor_share")
+        ideal = row.get("ideal_ratio")
         rows.append(
             [
                 name,
@@ -350,6 +397,7 @@ def _predictor_payoff(data: dict[str, Any]) -> str:
                 _percent(row["pass@1"].get("ood")),
                 f"{row['mean_layers']:.2f}",
                 f"{row['requests_per_s']:.2f} ({row['ratio_to_stock']:.2f}x)",
+                "–" if ideal is None else f"{ideal:.2f}x ({row['share_of_ideal']:.2f})",
                 f"{row['cold_ratio_to_stock']:.2f}x" if "cold_seconds" in row else "not run",
                 f"{row['generated_tokens'] / row['requests']:.1f}",
                 f"{row['generated_tokens_per_s']:.1f}",
@@ -357,8 +405,16 @@ def _predictor_payoff(data: dict[str, Any]) -> str:
             ]
         )
     header = ["variant", "pass@1 (test)", "pass@1 (OOD)", "mean layers", "req/s (vs stock)"]
-    extra = ["cold pass (vs stock)", "tokens/request", "gen tok/s", "predictor share"]
-    return _table([*header, *extra], rows)
+    extra = ["ideal (share kept)", "cold pass (vs stock)", "tokens/request", "gen tok/s"]
+    return _table([*header, *extra, "predictor share"], rows)
+
+
+def _predictor_payoff(data: dict[str, Any]) -> str:
+    if "bounds" in data:
+        return _payoff_bound(data)
+    if "variants" not in data:
+        return _served_run(data)
+    return _payoff_variants(data)
 
 
 def _kv_capacity(data: dict[str, Any]) -> str:

@@ -4,6 +4,7 @@ benchmarks report them)."""
 from __future__ import annotations
 
 import importlib
+import itertools
 import json
 import math
 import sys
@@ -209,3 +210,71 @@ def test_layer_call_cost_benchmark_quick(tmp_path):
     assert 0 < mixed["share_of_ideal"] < 1.5
     assert json.loads((tmp_path / "layer_call_cost_quick.json").read_text()) == results
     assert (tmp_path / "layer_call_cost_quick.png").stat().st_size > 0
+
+
+def test_serving_cost_counts_layers_per_token_and_the_head_per_generated_token(smollm2_dir):
+    from transformers import AutoConfig
+
+    serving_cost = _load("serving_cost")
+    config = AutoConfig.from_pretrained(smollm2_dir)
+    head = serving_cost.head_layers(config)
+    layer_weights = _load("layer_call_cost").layer_weight_bytes(config, 1)
+    assert head == pytest.approx(config.vocab_size * config.hidden_size / layer_weights)
+    # 10 prompt tokens and 3 generated: 12 tokens pass the layers, the head runs 3 times.
+    assert serving_cost.request_cost(20, 10, 3, head) == pytest.approx(20 * 12 + 3 * head)
+    assert serving_cost.workload_cost([20, 30], [10, 5], [3, 1], head) == pytest.approx(
+        20 * 12 + 3 * head + 30 * 5 + head
+    )
+    with pytest.raises(ValueError, match="at least one token"):
+        serving_cost.request_cost(20, 10, 0, head)
+
+
+def test_payoff_bound_costs_every_grid_point_against_the_full_program():
+    import torch
+
+    payoff_bound = _load("payoff_bound")
+    # Candidate 0 is the full program (4 layers), candidate 1 skips two layers but rambles on
+    # question 1, where it costs more than the full program.
+    lengths = torch.tensor([4, 2])
+    cost = torch.tensor([[100.0, 50.0], [100.0, 150.0]])
+    correct = torch.tensor([[1.0, 1.0], [0.0, 0.0]])
+    probs = torch.tensor([[0.5, 0.9], [0.2, 0.1]])
+    at_max = torch.tensor([[False, False], [False, True]])
+    grid = payoff_bound.costed_grid(probs, correct, cost, lengths, 4, 0, at_max)
+    by_point = {(row["length_penalty"], row["margin"]): row for row in grid}
+    # A margin of 1 or more always runs the full program: exactly stock's cost.
+    always_full = by_point[0.0, max(p for _, p in by_point)]
+    assert always_full["relative_cost"] == 1.0 and always_full["mean_layers"] == 4
+    # No penalty, no margin: question 0 takes candidate 1 (more likely right), question 1 the
+    # full program.
+    head_choice = by_point[0.0, 0.0]
+    assert head_choice["relative_cost"] == pytest.approx(150 / 200)
+    assert head_choice["accuracy"] == 0.5 and head_choice["mean_layers"] == 3
+    assert head_choice["at_max_tokens"] == 0.0
+    # The strongest penalty sends question 1 to the rambling candidate as well.
+    cheapest = by_point[max(penalty for penalty, _ in by_point), -0.3]
+    assert cheapest["relative_cost"] == pytest.approx(200 / 200)
+    assert cheapest["at_max_tokens"] == 0.5 and cheapest["right_at_max_tokens"] == 0
+    line = payoff_bound.frontier(grid)
+    assert [row["relative_cost"] for row in line] == sorted(row["relative_cost"] for row in line)
+    assert all(a["accuracy"] < b["accuracy"] for a, b in itertools.pairwise(line))
+    assert all(
+        any(
+            f["relative_cost"] <= r["relative_cost"] and f["accuracy"] >= r["accuracy"]
+            for f in line
+        )
+        for r in grid
+    )
+
+
+def test_payoff_ratios_are_the_median_of_each_rounds_ratio_to_the_stock_beside_it():
+    predictor_payoff = _load("predictor_payoff")
+    stock = {"seconds_by_round": [10.0, 20.0, 10.0], "cold_seconds": 12.0, "layer_tokens": 900.0}
+    # The machine slowed down in round 2 for both engines: the round's ratio is unaffected.
+    row = {"seconds_by_round": [8.0, 16.0, 12.5], "cold_seconds": 24.0, "layer_tokens": 750.0}
+    predictor_payoff.compare_to_stock(row, stock)
+    assert row["ratios_by_round"] == pytest.approx([1.25, 1.25, 0.8])
+    assert row["ratio_to_stock"] == pytest.approx(1.25)
+    assert row["cold_ratio_to_stock"] == pytest.approx(0.5)
+    assert row["ideal_ratio"] == pytest.approx(1.2)
+    assert row["share_of_ideal"] == pytest.approx(1.25 / 1.2)

@@ -77,6 +77,7 @@ __all__ = [
     "choose_guard",
     "dense_matrix",
     "fit_familiarity_guard",
+    "head_outputs",
     "train_candidates",
 ]
 
@@ -271,7 +272,7 @@ def choose_guard(
     if set(candidate_set_of(pooled_records)) != set(candidates.programs):
         raise PredictorError("guard_val_labels must hold the predictor's candidate set")
     correct = dense_matrix(pooled_records, candidates.programs)
-    probs, embeddings = _head_outputs(predictor, [record.question for record in pooled_records])
+    probs, embeddings = head_outputs(predictor, [record.question for record in pooled_records])
     depth, full = predictor.config.depth, candidates.full_index
     points = {name: OperatingPoint(**p) for name, p in predictor.config.operating_points.items()}
     # the head's choice at each operating point does not depend on the guard
@@ -326,7 +327,7 @@ def choose_guard(
 
 
 @torch.no_grad()
-def _head_outputs(
+def head_outputs(
     predictor: Predictor, questions: Sequence[str], batch_size: int = 64
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Candidate probabilities [Q, C] and sentence embeddings [Q, E] of ``questions``."""

@@ -18,7 +18,7 @@ takes the most accurate point under a mean-layer budget.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +31,7 @@ __all__ = [
     "OperatingPoint",
     "calibrate",
     "choose",
+    "grid_choices",
     "guard_applies",
     "pick_point",
     "rank",
@@ -84,7 +85,8 @@ def choose(
     full_index: int,
     point: OperatingPoint,
 ) -> torch.Tensor:
-    """The chosen candidate index of each question: ``probs`` [Q, C], ``lengths`` [C]."""
+    """The chosen candidate index of each question: ``probs`` [Q, C], ``lengths`` [C] (or
+    [Q, C]: a per-question cost in layers, as an analysis that knows each answer's cost uses)."""
     proposal = _utilities(probs, lengths, depth, point).argmax(dim=1)
     confident = probs.gather(1, proposal[:, None])[:, 0] > probs[:, full_index] + point.margin
     return torch.where(confident, proposal, torch.full_like(proposal, full_index))
@@ -104,6 +106,23 @@ def rank(
     return [[c, *[o for o in row if o != c]] for c, row in zip(chosen, order, strict=True)]
 
 
+def grid_choices(
+    probs: torch.Tensor,
+    lengths: torch.Tensor,
+    depth: int,
+    full_index: int,
+    *,
+    penalties: Sequence[float] = PENALTIES,
+    margins: Sequence[float] = MARGINS,
+) -> Iterator[tuple[OperatingPoint, torch.Tensor]]:
+    """Every point of the calibration grid with what :func:`choose` picks there for each
+    question."""
+    for penalty in penalties:
+        for margin in margins:
+            point = OperatingPoint(float(penalty), float(margin))
+            yield point, choose(probs, lengths, depth, full_index, point)
+
+
 def calibrate(
     probs: torch.Tensor,
     correct: torch.Tensor,
@@ -117,20 +136,17 @@ def calibrate(
     """Accuracy and mean executed layers of every grid point on calibration questions whose
     candidates' correctness ``correct`` [Q, C] is known, by lookup (nothing is run)."""
     rows = torch.arange(probs.shape[0])
-    out = []
-    for penalty in penalties:
-        for margin in margins:
-            point = OperatingPoint(float(penalty), float(margin))
-            chosen = choose(probs, lengths, depth, full_index, point)
-            out.append(
-                CalibratedPoint(
-                    point,
-                    accuracy=float(correct[rows, chosen].float().mean()),
-                    mean_layers=float(lengths[chosen].float().mean()),
-                    full_share=float((chosen == full_index).float().mean()),
-                )
-            )
-    return out
+    return [
+        CalibratedPoint(
+            point,
+            accuracy=float(correct[rows, chosen].float().mean()),
+            mean_layers=float(lengths[chosen].float().mean()),
+            full_share=float((chosen == full_index).float().mean()),
+        )
+        for point, chosen in grid_choices(
+            probs, lengths, depth, full_index, penalties=penalties, margins=margins
+        )
+    ]
 
 
 def pick_point(points: Sequence[CalibratedPoint], max_mean_layers: float) -> CalibratedPoint:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,6 +97,10 @@ class EvaluationStore:
 
     def __len__(self) -> int:
         return len(self._results)
+
+    def __iter__(self) -> Iterator[Evaluation]:
+        """Every stored evaluation, in the order it was first recorded."""
+        return iter(self._results.values())
 
     def get(self, question_id: str, program: Program) -> Evaluation | None:
         """The stored evaluation of ``program`` for ``question_id``, if any."""
