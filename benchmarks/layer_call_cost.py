@@ -61,6 +61,7 @@ from polar_vllm.compat.shutdown import shutdown_engine
 from polar_vllm.engine.batching import program_aware_order
 from polar_vllm.executor.schedule import merge_programs, schedule_lower_bound
 from polar_vllm.models.bundled import BUNDLED_MODELS, prepare_model
+from polar_vllm.predictor.served_cost import layer_weight_bytes
 from polar_vllm.program import Program, full_program
 from polar_vllm.program.families import homogeneous_program
 
@@ -115,19 +116,6 @@ def read_bandwidth_gbps(model: Any) -> float:
         buffer.sum().item()  # .item() waits for the read on any device
         seconds.append(time.perf_counter() - start)
     return STREAM_BYTES / statistics.median(seconds[1:]) / 1e9
-
-
-def layer_weight_bytes(hf_config: Any, itemsize: int) -> int:
-    """Bytes of one decoder layer's weights: QKV, output projection, gated MLP and two norms."""
-    hidden = hf_config.hidden_size
-    head_dim = getattr(hf_config, "head_dim", None) or hidden // hf_config.num_attention_heads
-    q_size = hf_config.num_attention_heads * head_dim
-    kv_size = hf_config.num_key_value_heads * head_dim
-    attention = hidden * (q_size + 2 * kv_size) + q_size * hidden
-    if getattr(hf_config, "attention_bias", False) or hf_config.model_type == "qwen2":
-        attention += q_size + 2 * kv_size  # QKV biases
-    mlp = 3 * hidden * hf_config.intermediate_size
-    return (attention + mlp + 2 * hidden) * itemsize
 
 
 def cost_of_rows(per_layer_ms: dict[int, float]) -> Callable[[float], float]:

@@ -1,10 +1,11 @@
 """How much served speed a candidate predictor can buy at a given accuracy: its validation
 frontier in layer-tokens, against the requests/s goals of the payoff benchmark.
 
-A served request costs layer-tokens (:mod:`serving_cost`): its program's layers times its
-tokens, plus the LM head once per generated token. So what a program saves depends on the
-answer it makes the model write as well as on its layers: a program that skips layers but
-makes the model ramble to ``max_tokens`` can cost more than the full program.
+A served request costs layer-tokens (:mod:`~polar_vllm.predictor.served_cost`): its
+program's layers times its tokens, plus the LM head once per generated token. So what a
+program saves depends on the answer it makes the model write as well as on its layers: a
+program that skips layers but makes the model ramble to ``max_tokens`` can cost more than
+the full program.
 
 The dense validation labels of a predictor run config (``train.val_labels``) hold, for every
 validation question, the answer text of every candidate program (``evaluations.jsonl`` beside
@@ -39,42 +40,17 @@ from typing import Any
 
 import torch
 from harness import machine_record, write_result
-from serving_cost import head_layers, workload_cost
 
-from polar_vllm.data import build_prompt
+from polar_vllm.models.bundled import resolve_model
 from polar_vllm.predictor import load_predictor
 from polar_vllm.predictor.candidate_training import dense_matrix, head_outputs
-from polar_vllm.predictor.eval_run import model_directory
 from polar_vllm.predictor.labels import read_labels
 from polar_vllm.predictor.run_settings import load_settings
 from polar_vllm.predictor.selection import grid_choices
-from polar_vllm.search.store import EvaluationStore
+from polar_vllm.predictor.served_cost import candidate_costs, head_layers
 
 RESULTS = Path(__file__).resolve().parent / "results" / "predictor_payoff"
 DEFAULT_GOALS = "efficiency=1.1,accuracy=0.95"
-
-
-def answer_tokens(label_paths: list[str], tokenizer: Any) -> tuple[dict[tuple, int], int]:
-    """Generated tokens of every stored (question id, program) answer of the dense label files
-    (their ``evaluations.jsonl``), and the ``max_tokens`` they were made with."""
-    tokens: dict[tuple, int] = {}
-    max_tokens = None
-    for label_path in label_paths:
-        path = Path(label_path).parent / "evaluations.jsonl"
-        with path.open(encoding="utf-8") as f:
-            meta = json.loads(f.readline())["meta"]
-        max_tokens = int(meta["max_tokens"])
-        store = EvaluationStore(path, meta)
-        evaluations = list(store)
-        ids = tokenizer([e.text for e in evaluations], add_special_tokens=False)["input_ids"]
-        for evaluation, text_ids in zip(evaluations, ids, strict=True):
-            # The end-of-sequence token is generated too, unless the answer hit max_tokens.
-            tokens[(evaluation.question_id, evaluation.program)] = min(
-                len(text_ids) + 1, max_tokens
-            )
-    if max_tokens is None:
-        raise ValueError("no validation label files")
-    return tokens, max_tokens
 
 
 def costed_grid(
@@ -189,7 +165,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from transformers import AutoConfig, AutoTokenizer
 
     settings = load_settings(args.config)
-    model_dir = model_directory(settings.model)
+    model_dir = resolve_model(settings.model)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     head = head_layers(AutoConfig.from_pretrained(model_dir))
     predictor = load_predictor(settings.predictor_dir)
@@ -197,24 +173,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if candidates is None:
         raise SystemExit(f"{settings.predictor_dir} is not a candidate predictor")
     records = read_labels(settings.train.val_labels)
-    tokens, max_tokens = answer_tokens(list(settings.train.val_labels), tokenizer)
+    priced = candidate_costs(
+        records, candidates.programs, settings.train.val_labels, tokenizer, head
+    )
+    cost, at_max, max_tokens = priced.cost, priced.at_max, priced.max_tokens
     questions = [record.question for record in records]
-    prompts = tokenizer([build_prompt(q, tokenizer) for q in questions])["input_ids"]
-    cost = torch.tensor(
-        [
-            [
-                workload_cost([len(program)], [len(prompt)], [tokens[(record.id, program)]], head)
-                for program in candidates.programs
-            ]
-            for record, prompt in zip(records, prompts, strict=True)
-        ]
-    )
-    at_max = torch.tensor(
-        [
-            [tokens[(record.id, program)] >= max_tokens for program in candidates.programs]
-            for record in records
-        ]
-    )
     probs, _ = head_outputs(predictor, questions)
     correct = dense_matrix(records, candidates.programs)
     depth = predictor.config.depth

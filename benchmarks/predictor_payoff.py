@@ -27,9 +27,9 @@ not decide it. The stock row pools the stock passes of every pair.
 Reported per variant: pass@1 (in-distribution levels pooled, each level, and out of
 distribution), mean executed layers, the median seconds of a pass, requests/s, generated
 tokens/s, the ratio of requests/s to stock's (and each round's), the ideal ratio of the
-layer-token cost model (:mod:`serving_cost`: layers times tokens, plus the LM head per
-generated token) and the share of it the engine kept, and the predictor's share of the wall
-time (the same predictor call timed on its own). Writes
+layer-token cost model (:mod:`~polar_vllm.predictor.served_cost`: layers times tokens, plus
+the LM head per generated token) and the share of it the engine kept, and the predictor's
+share of the wall time (the same predictor call timed on its own). Writes
 ``benchmarks/results/predictor_payoff/predictor_payoff_<tag>.json`` and ``.png``.
 
 Answers end where the model stops them, so a program that makes the model talk longer costs
@@ -54,16 +54,17 @@ from pathlib import Path
 from typing import Any
 
 from harness import engine_settings, machine_record, write_result
-from serving_cost import head_layers, workload_cost
 from tqdm import tqdm
 
 from polar_vllm.compat.shutdown import shutdown_engine
 from polar_vllm.data import answers_match, build_prompt, extract_answer
 from polar_vllm.engine.config import QUESTION_ARG, SCHEDULING_POLICIES
+from polar_vllm.models.bundled import resolve_model
 from polar_vllm.predictor import load_predictor, predict_programs
-from polar_vllm.predictor.eval_run import build_items, model_directory
+from polar_vllm.predictor.eval_run import build_items
 from polar_vllm.predictor.evaluation import EvalItem
 from polar_vllm.predictor.run_settings import load_settings
+from polar_vllm.predictor.served_cost import head_layers, workload_cost
 
 RESULTS = Path(__file__).resolve().parent / "results" / "predictor_payoff"
 STOCK = "stock"
@@ -142,7 +143,8 @@ def variant_row(
     items: list[EvalItem], passes: Passes, layers: list[int], head: float
 ) -> dict[str, Any]:
     """The measured figures of one variant: its passes and each request's executed layers
-    (``head``: the LM head in layers, for the layer-token cost of :mod:`serving_cost`)."""
+    (``head``: the LM head in layers, for the layer-token cost of
+    :mod:`~polar_vllm.predictor.served_cost`)."""
     outputs, seconds_by_round = passes.outputs, passes.seconds_by_round
     seconds = statistics.median(seconds_by_round)
     generated = [len(output.outputs[0].token_ids) for output in outputs]
@@ -262,7 +264,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     options = settings.eval
     if args.count_per_level is not None:
         options = dataclasses.replace(options, count_per_level=args.count_per_level)
-    model_dir = model_directory(settings.model)
+    model_dir = resolve_model(settings.model)
     predictor = load_predictor(settings.predictor_dir)
     points = args.points.split(",") if args.points else sorted(predictor.config.operating_points)
     items, _ = build_items(options)

@@ -33,7 +33,8 @@ from typing import Any
 from harness import write_result
 
 from polar_vllm.data import answers_match, build_messages, extract_answer
-from polar_vllm.predictor.eval_run import build_items, model_directory
+from polar_vllm.models.bundled import resolve_model
+from polar_vllm.predictor.eval_run import build_items
 from polar_vllm.predictor.run_settings import load_settings
 
 RESULTS = Path(__file__).resolve().parent / "results" / "predictor_payoff"
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         settings.eval, count_per_level=args.count_per_level, ood_files=(), ood_levels=()
     )
     items, _ = build_items(options)
-    model_dir = model_directory(settings.model)
+    model_dir = resolve_model(settings.model)
     predictor = args.predictor or settings.predictor_dir
     serve_args = ["--polar-predictor", predictor, "--dtype", options.dtype]
     serve_args += ["--max-model-len", "1024", "--enforce-eager"]

@@ -69,6 +69,7 @@ from polar_vllm.predictor.selection import (
     calibrate,
     choose,
     pick_point,
+    pick_served,
     rank,
 )
 from polar_vllm.predictor.static_skip import layer_importance, static_skip_program
@@ -892,3 +893,38 @@ def test_front_end_serves_a_candidate_predictor_at_its_operating_point(tmp_path:
             PolarConfig.from_dict({"predictor": str(directory), "operating_point": "fast"}, 30),
             "smollm2-135m",
         )
+
+
+def test_served_choice_is_the_cheapest_point_surely_more_accurate_than_full() -> None:
+    # 40 questions, candidate 0 the full program (8 layers, right on the first 10), candidate 1
+    # (6 layers) right on the first 30 but costly (it rambles), candidate 2 (4 layers) cheap and
+    # right on questions 6 to 15: as often as the full program, on other questions.
+    questions = 40
+    correct = torch.zeros(questions, 3)
+    correct[:10, 0], correct[:30, 1], correct[6:16, 2] = 1.0, 1.0, 1.0
+    lengths = torch.tensor([8, 6, 4])
+    costs = torch.tensor([[100.0, 110.0, 40.0]]).repeat(questions, 1)
+    probs = torch.tensor([[0.5, 0.9, 0.2]]).repeat(questions, 1)
+    points = calibrate(probs, correct, lengths, 8, 0, penalties=[0.0, 3.0], margins=[-0.4, 1.0],
+                       costs=costs)  # fmt: skip
+    by_point = {(p.point.length_penalty, p.point.margin): p for p in points}
+    likeliest, cheap = by_point[0.0, -0.4], by_point[3.0, -0.4]
+    assert (likeliest.accuracy, likeliest.relative_cost) == pytest.approx((0.75, 1.1))
+    assert (cheap.accuracy, cheap.relative_cost) == pytest.approx((0.25, 0.4))
+    # the paired gain over the full program: 20 of 40 questions gained, none lost
+    assert likeliest.gain_bound == pytest.approx(0.5 - 1.645 * float(torch.tensor(
+        [1.0] * 20 + [0.0] * 20).std()) / questions**0.5)  # fmt: skip
+    assert by_point[0.0, 1.0].gain_bound == 0.0 and by_point[0.0, 1.0].relative_cost == 1.0
+    assert pick_point(points, 8.0) == likeliest  # the most accurate
+    # 6 gained and 6 lost: not surely better than the full program
+    assert cheap.gain_bound < 0.0
+    assert pick_served(points, 8.0) == likeliest
+    with pytest.raises(ValueError, match="surely more accurate"):
+        pick_served(points, 8.0, min_accuracy=0.8)
+    correct[16:30, 2] = 1.0  # now 20 gained and 6 lost of 40: sure enough, and the cheapest
+    points = calibrate(probs, correct, lengths, 8, 0, penalties=[0.0, 3.0], margins=[-0.4, 1.0],
+                       costs=costs)  # fmt: skip
+    assert pick_served(points, 8.0).point == OperatingPoint(3.0, -0.4)
+    assert pick_served(points, 8.0, min_accuracy=0.65).point == OperatingPoint(0.0, -0.4)
+    with pytest.raises(ValueError, match="calibrated with costs"):
+        pick_served(calibrate(probs, correct, lengths, 8, 0), 8.0)

@@ -199,3 +199,12 @@ def prepare_model(name: str, force: bool = False) -> Path:
             shutil.rmtree(target)
         staging.rename(target)
     return target
+
+
+def resolve_model(model: str) -> str:
+    """The directory of ``model``: a bundled model name (prepared on demand) or a directory."""
+    if model in BUNDLED_MODELS:
+        return str(prepare_model(model))
+    if not os.path.isdir(model):
+        raise ValueError(f"model {model!r} is neither a bundled model nor a directory")
+    return model

@@ -8,7 +8,11 @@ scored on the validation questions by lookup (:func:`~.selection.calibrate`), an
 stored in the predictor's ``config.yaml``:
 
 * ``accuracy``: the most accurate point that runs at most ``D`` layers on average;
-* ``efficiency``: the most accurate point within ``efficiency_layers * D`` layers.
+* ``efficiency``: within ``efficiency_layers * D`` layers, the most accurate point
+  (``efficiency_cost: layers``), or the cheapest in served layer-tokens that is surely more
+  accurate than the full program and than every static candidate within those layers
+  (``efficiency_cost: served``, :func:`~.selection.pick_served`; the candidates are priced
+  from the answers stored with the validation labels, :mod:`.served_cost`).
 
 The validation frontier (accuracy against mean executed layers) is written as JSON and PNG
 next to the predictor, with the full program and the best static candidate marked. Last, the
@@ -29,6 +33,7 @@ from typing import Any
 
 import torch
 
+from polar_vllm.models.bundled import resolve_model
 from polar_vllm.predictor.encoder import TextEncoder
 from polar_vllm.predictor.errors import PredictorError
 from polar_vllm.predictor.familiarity import (
@@ -53,7 +58,9 @@ from polar_vllm.predictor.selection import (
     choose,
     guard_applies,
     pick_point,
+    pick_served,
 )
+from polar_vllm.predictor.served_cost import candidate_costs, head_layers
 from polar_vllm.predictor.storage import CandidateSet, Predictor, load_predictor, save_predictor
 from polar_vllm.predictor.training import (
     HISTORY_FILE,
@@ -259,11 +266,14 @@ def choose_guard(
     Only the operating points the guard applies to count (:func:`~.selection.guard_applies`;
     one that always runs the full program scores the same under every guard). A guard is
     *safe* when every such point of ``predictor`` with it is right on ``records`` at least as
-    often as the full program. Of the safe guards, the chosen one is the one whose worst point
-    is right most often on all validation questions (``records`` and ``val_records`` pooled);
-    without a safe guard, the one whose worst point is right most often on ``records``. Ties
-    go to the earlier guard (so with no such point, the first). Returns it and a report of
-    every guard's accuracies, beside the full program's.
+    often as the full program. Of the safe guards, the chosen one is the one whose points are
+    right most often on average on all validation questions (``records`` and ``val_records``
+    pooled): not the one whose worst point is, since a point chosen for cheapness (the
+    ``efficiency`` point) is the least accurate by design and would then pull the guard
+    towards sending many in-distribution questions to its fallback, outside that point's
+    calibrated layers. Without a safe guard, the one whose worst point is right most often on
+    ``records``. Ties go to the earlier guard (so with no such point, the first). Returns it
+    and a report of every guard's accuracies, beside the full program's.
     """
     candidates = predictor.candidates
     if candidates is None:
@@ -309,8 +319,8 @@ def choose_guard(
     def score(row: dict[str, Any]) -> float:
         if not any_safe:
             return round(min(row["accuracy"].values()), 9)
-        worst = min(row["pooled_accuracy"].values(), default=pooled_full_accuracy)
-        return round(worst, 9) if row["safe"] else -1.0
+        pooled = list(row["pooled_accuracy"].values()) or [pooled_full_accuracy]
+        return round(sum(pooled) / len(pooled), 9) if row["safe"] else -1.0
 
     scores = [score(row) for row in report_rows]
     chosen_index = scores.index(max(scores))  # the first best
@@ -318,7 +328,7 @@ def choose_guard(
         "questions": len(records),
         "in_distribution_questions": len(val_records),
         "full_program_accuracy": full_accuracy,
-        "rule": "safe guards by pooled accuracy" if any_safe else "no safe guard: reworded",
+        "rule": "safe guards by mean pooled accuracy" if any_safe else "no safe guard: reworded",
         "guards": report_rows,
         "chosen_quantile": guards[chosen_index].quantile,
         "chosen_fallback": guards[chosen_index].fallback or "full",
@@ -370,17 +380,20 @@ def train_candidates(
     result = train_head(config, train_set, val_set, options)
 
     candidates = CandidateSet.of(config)
+    served = options.efficiency_cost == "served"
     points = calibrate(
         _probabilities(result.head, val_set),
         val_set.candidates,
         candidates.lengths,
         depth,
         candidates.full_index,
+        costs=_served_costs(settings, val_records, programs) if served else None,
     )
-    chosen = {
-        "accuracy": pick_point(points, depth),
-        "efficiency": pick_point(points, options.efficiency_layers * depth),
-    }
+    budget = options.efficiency_layers * depth
+    within = candidates.lengths <= budget
+    best_short = float(val_set.candidates[:, within].mean(dim=0).max()) if within.any() else 0.0
+    efficiency = pick_served(points, budget, best_short) if served else pick_point(points, budget)
+    chosen = {"accuracy": pick_point(points, depth), "efficiency": efficiency}
     all_correct = torch.cat([train_set.candidates, val_set.candidates])
     rates = all_correct.mean(dim=0)
     best = best_static(all_correct)
@@ -398,6 +411,8 @@ def train_candidates(
             "train_and_val_accuracy": float(rates[best]),
         },
         "oracle": float(val_set.candidates.max(dim=1).values.mean()),
+        "best_static_within_efficiency_layers": best_short,
+        "efficiency_cost": options.efficiency_cost,
         "operating_points": {
             name: {**asdict(p.point), **_metrics(p)} for name, p in chosen.items()
         },
@@ -429,9 +444,24 @@ def train_candidates(
     return result
 
 
-def _metrics(point: CalibratedPoint) -> dict[str, float]:
+def _served_costs(
+    settings: RunSettings, records: Sequence[LabelRecord], programs: Sequence[Program]
+) -> torch.Tensor:
+    """Served layer-tokens [Q, C] of every candidate on the validation ``records``, priced
+    with the model's tokenizer and LM head from the answers stored with the labels."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    model_dir = resolve_model(settings.model)
+    head = head_layers(AutoConfig.from_pretrained(model_dir))
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    return candidate_costs(records, programs, settings.train.val_labels, tokenizer, head).cost
+
+
+def _metrics(point: CalibratedPoint) -> dict[str, float | None]:
     return {
         "accuracy": point.accuracy,
         "mean_layers": point.mean_layers,
         "full_share": point.full_share,
+        "gain_bound": point.gain_bound,
+        "relative_cost": point.relative_cost,
     }

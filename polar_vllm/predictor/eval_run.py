@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from polar_vllm.data import build_prompt, generate_problems, load_jsonl, split_problems
-from polar_vllm.models.bundled import BUNDLED_MODELS, prepare_model
+from polar_vllm.models.bundled import resolve_model
 from polar_vllm.predictor.candidate_training import (
     FRONTIER_FILE,
     candidate_set_of,
@@ -30,17 +30,9 @@ __all__ = [
     "build_items",
     "compared_predictors",
     "frontier_variants",
-    "model_directory",
     "run_eval",
     "vllm_generator",
 ]
-
-
-def model_directory(model: str) -> str:
-    """The directory of ``model``: a bundled model name (prepared on demand) or a path."""
-    if model in BUNDLED_MODELS:
-        return str(prepare_model(model))
-    return model
 
 
 def build_items(settings: EvalSettings) -> tuple[list[EvalItem], list[str]]:
@@ -138,7 +130,7 @@ def run_eval(settings: RunSettings) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     options = settings.eval
-    model_dir = model_directory(settings.model)
+    model_dir = resolve_model(settings.model)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     depth = int(model.config.num_hidden_layers)

@@ -28,7 +28,10 @@ from polar_vllm.engine.config_loading import (
 from polar_vllm.predictor.errors import PredictorError
 from polar_vllm.predictor.predictor_config import DEFAULT_ENCODER, DEFAULT_GUARD_QUANTILE, HEADS
 
-__all__ = ["EvalSettings", "RunSettings", "TrainSettings", "load_settings"]
+__all__ = ["EFFICIENCY_COSTS", "EvalSettings", "RunSettings", "TrainSettings", "load_settings"]
+
+EFFICIENCY_COSTS: tuple[str, ...] = ("layers", "served")
+"""How the ``efficiency`` operating point is chosen (``TrainSettings.efficiency_cost``)."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,13 @@ class TrainSettings:
             questions, on which the operating points are chosen).
         efficiency_layers: With the ``candidates`` head, the mean executed layers of the
             ``efficiency`` operating point, as a fraction of the model's depth.
+        efficiency_cost: How the ``efficiency`` point is chosen within ``efficiency_layers``:
+            ``layers``, the most accurate point; ``served``, the cheapest point in served
+            layer-tokens (prompt, answer and LM head, priced from the answers stored with the
+            dense validation labels and the model's tokenizer,
+            :mod:`~polar_vllm.predictor.served_cost`) that is surely more accurate than the
+            full program (a one-sided 95% bound) and than the best static program within
+            the same layers.
         familiarity_quantile: With the ``candidates`` head, the share of validation questions
             the familiarity guard sends to its fallback program (its threshold,
             :mod:`~polar_vllm.predictor.familiarity`); ``null``: no guard.
@@ -80,6 +90,7 @@ class TrainSettings:
     levels: tuple[int, ...] | None = None
     head: str = "polar_form"
     efficiency_layers: float = 0.85
+    efficiency_cost: str = "layers"
     familiarity_quantile: float | None = DEFAULT_GUARD_QUANTILE
     guard_val_labels: tuple[str, ...] = ()
 
@@ -91,6 +102,11 @@ class TrainSettings:
             )
         if self.head not in HEADS:
             raise PredictorError(f"train head must be one of {HEADS}, got {self.head!r}")
+        if self.efficiency_cost not in EFFICIENCY_COSTS:
+            raise PredictorError(
+                f"train efficiency_cost must be one of {EFFICIENCY_COSTS}, got "
+                f"{self.efficiency_cost!r}"
+            )
         if not 0.0 < self.efficiency_layers <= 2.0:
             raise PredictorError(
                 f"train efficiency_layers must be in (0, 2], got {self.efficiency_layers!r}"

@@ -12,8 +12,10 @@ the probability ``p[c]`` that candidate program ``c`` answers it right. One oper
    a negative margin lets a shorter program replace the full one at a small predicted loss.
 
 Operating points are chosen on validation questions whose candidates were all evaluated
-(dense labels): :func:`calibrate` scores a grid of points by lookup and :func:`pick_point`
-takes the most accurate point under a mean-layer budget.
+(dense labels): :func:`calibrate` scores a grid of points by lookup; :func:`pick_point` takes
+the most accurate point under a mean-layer budget, :func:`pick_served` the cheapest one in
+served layer-tokens (:mod:`.served_cost`) that is surely at least as accurate as the full
+program.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ __all__ = [
     "grid_choices",
     "guard_applies",
     "pick_point",
+    "pick_served",
     "rank",
 ]
 
@@ -45,6 +48,10 @@ MARGINS: tuple[float, ...] = tuple(round(-0.3 + 0.025 * i, 3) for i in range(53)
 
 FALLBACK_ALWAYS = 1.0
 """A margin at which every question runs the full program."""
+
+CONFIDENCE_Z = 1.645
+"""The one-sided normal quantile (95%) of the lower bound :func:`calibrate` puts on a point's
+accuracy gain over the full program."""
 
 
 @dataclass(frozen=True)
@@ -64,12 +71,17 @@ def guard_applies(point: OperatingPoint) -> bool:
 
 @dataclass(frozen=True)
 class CalibratedPoint:
-    """An operating point and what it gave on the calibration questions."""
+    """An operating point and what it gave on the calibration questions: ``gain_bound`` is a
+    one-sided 95% lower bound on its accuracy gain over the full program (paired, per question),
+    ``relative_cost`` its served layer-tokens over the full program's (``None`` unless the
+    calibration priced the candidates)."""
 
     point: OperatingPoint
     accuracy: float
     mean_layers: float
     full_share: float
+    gain_bound: float = 0.0
+    relative_cost: float | None = None
 
 
 def _utilities(
@@ -132,21 +144,35 @@ def calibrate(
     *,
     penalties: Sequence[float] = PENALTIES,
     margins: Sequence[float] = MARGINS,
+    costs: torch.Tensor | None = None,
 ) -> list[CalibratedPoint]:
     """Accuracy and mean executed layers of every grid point on calibration questions whose
-    candidates' correctness ``correct`` [Q, C] is known, by lookup (nothing is run)."""
+    candidates' correctness ``correct`` [Q, C] is known, by lookup (nothing is run); with
+    ``costs`` [Q, C] (each candidate's served layer-tokens on each question) also its cost
+    relative to the full program's."""
     rows = torch.arange(probs.shape[0])
-    return [
-        CalibratedPoint(
-            point,
-            accuracy=float(correct[rows, chosen].float().mean()),
-            mean_layers=float(lengths[chosen].float().mean()),
-            full_share=float((chosen == full_index).float().mean()),
+    full_right = correct[:, full_index].float()
+    out = []
+    for point, chosen in grid_choices(
+        probs, lengths, depth, full_index, penalties=penalties, margins=margins
+    ):
+        right = correct[rows, chosen].float()
+        gain = right - full_right  # -1, 0 or 1 per question
+        spread = float(gain.std()) if len(gain) > 1 else 0.0
+        relative = None
+        if costs is not None:
+            relative = float(costs[rows, chosen].sum() / costs[:, full_index].sum())
+        out.append(
+            CalibratedPoint(
+                point,
+                accuracy=float(right.mean()),
+                mean_layers=float(lengths[chosen].float().mean()),
+                full_share=float((chosen == full_index).float().mean()),
+                gain_bound=float(gain.mean()) - CONFIDENCE_Z * spread / len(gain) ** 0.5,
+                relative_cost=relative,
+            )
         )
-        for point, chosen in grid_choices(
-            probs, lengths, depth, full_index, penalties=penalties, margins=margins
-        )
-    ]
+    return out
 
 
 def pick_point(points: Sequence[CalibratedPoint], max_mean_layers: float) -> CalibratedPoint:
@@ -156,3 +182,28 @@ def pick_point(points: Sequence[CalibratedPoint], max_mean_layers: float) -> Cal
     if not fitting:
         raise ValueError(f"no calibrated point runs at most {max_mean_layers} layers on average")
     return max(fitting, key=lambda p: (round(p.accuracy, 9), -p.mean_layers, p.point.margin))
+
+
+def pick_served(
+    points: Sequence[CalibratedPoint], max_mean_layers: float, min_accuracy: float = 0.0
+) -> CalibratedPoint:
+    """The cheapest point in served layer-tokens whose mean executed layers are within
+    ``max_mean_layers``, whose accuracy gain over the full program is surely positive
+    (``gain_bound`` > 0) and whose accuracy beats ``min_accuracy`` (e.g. the best static
+    program within the same layers); ties: the more accurate. Points must carry their
+    ``relative_cost`` (:func:`calibrate` with ``costs``)."""
+    if any(p.relative_cost is None for p in points):
+        raise ValueError("pick_served needs points calibrated with costs")
+    fitting = [
+        p
+        for p in points
+        if p.mean_layers <= max_mean_layers + 1e-9
+        and p.gain_bound > 0.0
+        and p.accuracy > min_accuracy
+    ]
+    if not fitting:
+        raise ValueError(
+            f"no calibrated point within {max_mean_layers} layers on average is surely more "
+            f"accurate than the full program and than {min_accuracy:.3f}"
+        )
+    return min(fitting, key=lambda p: (round(p.relative_cost, 9), -p.accuracy))

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from polar_vllm.compat.shutdown import shutdown_engine
-from polar_vllm.models.bundled import prepare_model
+from polar_vllm.models.bundled import resolve_model
 from polar_vllm.search.config import SearchConfig
 from polar_vllm.search.generation import (
     ProgramGenerator,
@@ -16,16 +15,7 @@ from polar_vllm.search.generation import (
     VllmProgramGenerator,
 )
 
-__all__ = ["model_directory", "open_generator"]
-
-
-def model_directory(config: SearchConfig) -> str:
-    """The model directory: a prepared bundled model, or ``config.model`` itself."""
-    if config.is_bundled:
-        return str(prepare_model(config.model))
-    if not os.path.isdir(config.model):
-        raise ValueError(f"model {config.model!r} is neither a bundled model nor a directory")
-    return config.model
+__all__ = ["open_generator"]
 
 
 @contextmanager
@@ -34,7 +24,7 @@ def open_generator(config: SearchConfig) -> Iterator[tuple[ProgramGenerator, Any
 
     The reference model runs on the GPU when there is one, else on the CPU.
     """
-    directory = model_directory(config)
+    directory = resolve_model(config.model)
     if config.backend == "reference":
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
