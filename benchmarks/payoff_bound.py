@@ -41,13 +41,12 @@ from typing import Any
 import torch
 from harness import machine_record, write_result
 
-from polar_vllm.models.bundled import resolve_model
 from polar_vllm.predictor import load_predictor
 from polar_vllm.predictor.candidate_training import dense_matrix, head_outputs
 from polar_vllm.predictor.labels import read_labels
 from polar_vllm.predictor.run_settings import load_settings
 from polar_vllm.predictor.selection import grid_choices
-from polar_vllm.predictor.served_cost import candidate_costs, head_layers
+from polar_vllm.predictor.served_cost import candidate_costs, pricing
 
 RESULTS = Path(__file__).resolve().parent / "results" / "predictor_payoff"
 DEFAULT_GOALS = "efficiency=1.1,accuracy=0.95"
@@ -162,12 +161,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--tag", default="cpu")
     args = parser.parse_args(argv)
 
-    from transformers import AutoConfig, AutoTokenizer
-
     settings = load_settings(args.config)
-    model_dir = resolve_model(settings.model)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    head = head_layers(AutoConfig.from_pretrained(model_dir))
+    tokenizer, head = pricing(settings.model)
     predictor = load_predictor(settings.predictor_dir)
     candidates = predictor.candidates
     if candidates is None:

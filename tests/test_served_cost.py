@@ -90,5 +90,13 @@ def test_candidates_are_priced_from_the_stored_answers(tmp_path, smollm2_dir):
     # the rambling answer ran to max_tokens: the skipping program costs more than the full one
     assert priced.at_max.tolist() == [[False, True], [False, False]]
     assert priced.cost[0, 1] > priced.cost[0, 0] and priced.cost[1, 1] < priced.cost[1, 0]
+    # label files made with another answer budget cannot be priced together
+    other = EvaluationStore(tmp_path / "other" / "evaluations.jsonl", {**meta, "max_tokens": 16})
+    other.add([Evaluation("q3", full, True, "1", "1")])
+    with pytest.raises(ValueError, match="cannot be priced together"):
+        candidate_costs(
+            records, (full, short), [str(labels), str(tmp_path / "other" / "labels.jsonl")],
+            tokenizer, head,
+        )  # fmt: skip
     with pytest.raises(FileNotFoundError, match="answers of the dense labels"):
         candidate_costs(records, (full, short), [str(tmp_path / "x" / "l.jsonl")], tokenizer, 1.0)

@@ -33,7 +33,6 @@ from typing import Any
 
 import torch
 
-from polar_vllm.models.bundled import resolve_model
 from polar_vllm.predictor.encoder import TextEncoder
 from polar_vllm.predictor.errors import PredictorError
 from polar_vllm.predictor.familiarity import (
@@ -60,7 +59,7 @@ from polar_vllm.predictor.selection import (
     pick_point,
     pick_served,
 )
-from polar_vllm.predictor.served_cost import candidate_costs, head_layers
+from polar_vllm.predictor.served_cost import candidate_costs, pricing
 from polar_vllm.predictor.storage import CandidateSet, Predictor, load_predictor, save_predictor
 from polar_vllm.predictor.training import (
     HISTORY_FILE,
@@ -449,11 +448,7 @@ def _served_costs(
 ) -> torch.Tensor:
     """Served layer-tokens [Q, C] of every candidate on the validation ``records``, priced
     with the model's tokenizer and LM head from the answers stored with the labels."""
-    from transformers import AutoConfig, AutoTokenizer
-
-    model_dir = resolve_model(settings.model)
-    head = head_layers(AutoConfig.from_pretrained(model_dir))
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer, head = pricing(settings.model)
     return candidate_costs(records, programs, settings.train.val_labels, tokenizer, head).cost
 
 

@@ -80,7 +80,7 @@ class CalibratedPoint:
     accuracy: float
     mean_layers: float
     full_share: float
-    gain_bound: float = 0.0
+    gain_bound: float
     relative_cost: float | None = None
 
 
@@ -152,6 +152,7 @@ def calibrate(
     relative to the full program's."""
     rows = torch.arange(probs.shape[0])
     full_right = correct[:, full_index].float()
+    full_cost = None if costs is None else costs[:, full_index].sum()
     out = []
     for point, chosen in grid_choices(
         probs, lengths, depth, full_index, penalties=penalties, margins=margins
@@ -159,9 +160,7 @@ def calibrate(
         right = correct[rows, chosen].float()
         gain = right - full_right  # -1, 0 or 1 per question
         spread = float(gain.std()) if len(gain) > 1 else 0.0
-        relative = None
-        if costs is not None:
-            relative = float(costs[rows, chosen].sum() / costs[:, full_index].sum())
+        relative = None if costs is None else float(costs[rows, chosen].sum() / full_cost)
         out.append(
             CalibratedPoint(
                 point,

@@ -31,16 +31,19 @@ from typing import Any
 import torch
 
 from polar_vllm.data import build_prompt
+from polar_vllm.models.bundled import resolve_model
 from polar_vllm.program import Program
 from polar_vllm.search.labels import LabelRecord
 from polar_vllm.search.store import EvaluationStore
 
 __all__ = [
+    "PRICING_META",
     "CandidateCosts",
     "answer_tokens",
     "candidate_costs",
     "head_layers",
     "layer_weight_bytes",
+    "pricing",
     "request_cost",
     "workload_cost",
 ]
@@ -94,13 +97,28 @@ def _evaluations_meta(label_path: str) -> tuple[Path, dict[str, Any]]:
         return path, json.loads(f.readline())["meta"]
 
 
-def answer_tokens(label_paths: Sequence[str], tokenizer: Any) -> tuple[dict[tuple, int], int]:
+PRICING_META = ("max_tokens", "system_prompt", "chat_template")
+"""The settings of a dense label run that shape what its answers cost: every label file priced
+together must share them."""
+
+
+def answer_tokens(
+    label_paths: Sequence[str], tokenizer: Any
+) -> tuple[dict[tuple, int], dict[str, Any]]:
     """Generated tokens of every stored (question id, program) answer of the dense label files
-    (their ``evaluations.jsonl``), and the ``max_tokens`` they were made with."""
+    (their ``evaluations.jsonl``), and the meta record they were made with (its
+    :data:`PRICING_META` settings the same in every file)."""
+    if not label_paths:
+        raise ValueError("no dense label files to cost")
     tokens: dict[tuple, int] = {}
-    max_tokens = None
+    first_path, first = _evaluations_meta(label_paths[0])
     for label_path in label_paths:
         path, meta = _evaluations_meta(label_path)
+        if any(meta.get(key) != first.get(key) for key in PRICING_META):
+            raise ValueError(
+                f"{path} was made with other {'/'.join(PRICING_META)} than {first_path}: "
+                "they cannot be priced together"
+            )
         max_tokens = int(meta["max_tokens"])
         evaluations = list(EvaluationStore(path, meta))
         ids = tokenizer([e.text for e in evaluations], add_special_tokens=False)["input_ids"]
@@ -109,9 +127,18 @@ def answer_tokens(label_paths: Sequence[str], tokenizer: Any) -> tuple[dict[tupl
             tokens[(evaluation.question_id, evaluation.program)] = min(
                 len(text_ids) + 1, max_tokens
             )
-    if max_tokens is None:
-        raise ValueError("no dense label files to cost")
-    return tokens, max_tokens
+    return tokens, first
+
+
+def pricing(model: str) -> tuple[Any, float]:
+    """The tokenizer of ``model`` (a bundled model name or a directory) and its LM head in
+    layers (:func:`head_layers`): what :func:`candidate_costs` prices with."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    model_dir = resolve_model(model)
+    return AutoTokenizer.from_pretrained(model_dir), head_layers(
+        AutoConfig.from_pretrained(model_dir)
+    )
 
 
 @dataclass(frozen=True)
@@ -134,8 +161,8 @@ def candidate_costs(
     """Price every candidate of ``programs`` on every record of the dense ``label_paths``: the
     prompt as the labels were made (system prompt and chat template from their meta record),
     the stored answer re-tokenized (:func:`answer_tokens`)."""
-    tokens, max_tokens = answer_tokens(label_paths, tokenizer)
-    _, meta = _evaluations_meta(label_paths[0])
+    tokens, meta = answer_tokens(label_paths, tokenizer)
+    max_tokens = int(meta["max_tokens"])
     template = tokenizer if meta.get("chat_template", True) else None
     prompts = [
         build_prompt(r.question, template, system_prompt=meta["system_prompt"]) for r in records

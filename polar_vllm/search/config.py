@@ -16,7 +16,6 @@ import yaml
 from polar_vllm.data import LEVELS, SYSTEM_PROMPT
 from polar_vllm.engine.config import SCHEDULING_POLICIES
 from polar_vllm.engine.config_loading import check_mapping, record_from_mapping
-from polar_vllm.models.bundled import BUNDLED_MODELS
 from polar_vllm.program import Program, parse_program
 from polar_vllm.search.actions import ActionSpace, length_window
 from polar_vllm.search.dense import candidate_programs
@@ -98,11 +97,6 @@ class SearchConfig:
         object.__setattr__(self, "window", tuple(float(x) for x in self.window))
         length_window(1, *self.window)  # validates the fractions
         self.mcts_settings()  # validates the search parameters
-
-    @property
-    def is_bundled(self) -> bool:
-        """Whether ``model`` names a bundled model rather than a directory."""
-        return self.model in BUNDLED_MODELS
 
     @property
     def output_path(self) -> Path:
