@@ -788,8 +788,8 @@ REWORDED = [
 
 def _check_guard_choice(directory: Path, run_file: Path, settings: dict[str, Any]) -> None:
     """With hand-worded validation labels the guard and its fallback program are chosen among
-    those that leave every operating point at least as accurate as the full program there (by
-    accuracy on all validation questions, then the fewest fallbacks), else the least-losing."""
+    those that leave every operating point at least as accurate as the full program there (the
+    fallback most accurate there, then its smallest quantile), else the least-losing."""
     predictor = load_predictor(directory, with_guard=False)
     fruit_right = _dense_labels(run_file.parent / "reworded_fruit.jsonl", REWORDED, ["Ivy"])
     full_right = run_file.parent / "reworded_full.jsonl"
@@ -817,7 +817,7 @@ def _check_guard_choice(directory: Path, run_file: Path, settings: dict[str, Any
     chosen, report = choose_guard(predictor, guards, read_labels([str(fruit_right)]))
     assert chosen is never and report["chosen_quantile"] == 0.01
     # only the apple program is right on the reworded questions: it is the fallback to keep,
-    # unless the pooled in-distribution questions (the head right on all) outweigh them
+    # also when in-distribution questions (which only report the guard's cost) lose with it
     apple_right = run_file.parent / "reworded_apple.jsonl"
     apple_right.write_text(
         "\n".join(
@@ -840,7 +840,12 @@ def _check_guard_choice(directory: Path, run_file: Path, settings: dict[str, Any
     )
     in_distribution = read_labels([str(pears_right)])
     chosen, report = choose_guard(predictor, guards, reworded, in_distribution)
-    assert chosen is never and report["in_distribution_questions"] == len(in_distribution)
+    assert chosen is always_apple and report["in_distribution_questions"] == len(in_distribution)
+    assert report["guards"][2]["pooled_accuracy"]["likeliest"] < 0.5  # the cost it reports
+    # of two safe guards with the same fallback, the one taking fewer questions from the head
+    never_apple = dataclasses.replace(never, fallback=APPLE_PROGRAM)
+    chosen, report = choose_guard(predictor, [always_apple, never_apple], reworded)
+    assert chosen is never_apple and all(row["safe"] for row in report["guards"])
     # through fit-guard: both fallbacks at every quantile from the settings' up, and the apple
     # program (the best static candidate of the training and validation questions) kept
     settings["train"]["guard_val_labels"] = [str(apple_right)]

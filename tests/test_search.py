@@ -369,8 +369,8 @@ def test_dense_config_candidates(tmp_path):
         qwen = load_search_config(CONFIGS / f"qwen_dense_{name}.yaml")
         assert qwen.method == "dense" and qwen.split_part == name
         programs = qwen.dense_candidates(24)
-        assert len(programs) == len(set(programs)) == 61
-        assert min(map(len, programs)) == 16 and max(map(len, programs)) == 25
+        assert len(programs) == len(set(programs)) == 63
+        assert min(map(len, programs)) == 12 and max(map(len, programs)) == 25
 
 
 def test_dense_scoring_evaluates_every_pair_once_and_resumes(tmp_path):

@@ -265,14 +265,16 @@ def choose_guard(
     Only the operating points the guard applies to count (:func:`~.selection.guard_applies`;
     one that always runs the full program scores the same under every guard). A guard is
     *safe* when every such point of ``predictor`` with it is right on ``records`` at least as
-    often as the full program. Of the safe guards, the chosen one is the one whose points are
-    right most often on average on all validation questions (``records`` and ``val_records``
-    pooled): not the one whose worst point is, since a point chosen for cheapness (the
-    ``efficiency`` point) is the least accurate by design and would then pull the guard
-    towards sending many in-distribution questions to its fallback, outside that point's
-    calibrated layers. Without a safe guard, the one whose worst point is right most often on
-    ``records``. Ties go to the earlier guard (so with no such point, the first). Returns it
-    and a report of every guard's accuracies, beside the full program's.
+    often as the full program. The fallback is chosen where it acts, on ``records``: the one
+    whose best guard is right most often there (mean over the points). Of its safe guards the
+    chosen one takes the fewest questions from the head (the smallest quantile): the head is
+    what was trained and calibrated, and ``val_records`` (in-distribution validation
+    questions) only report what each guard costs there (``pooled_accuracy``). Scoring guards
+    by their accuracy on all validation questions pooled instead let one question of 240
+    decide between a guard falling back to the full program and one falling back to a program
+    that carries over to other wordings. Without a safe guard, the one whose worst point is
+    right most often on ``records``. Ties go to the earlier guard (so with no such point, the
+    first). Returns it and a report of every guard's accuracies, beside the full program's.
     """
     candidates = predictor.candidates
     if candidates is None:
@@ -315,19 +317,33 @@ def choose_guard(
         )
     any_safe = any(row["safe"] for row in report_rows)
 
-    def score(row: dict[str, Any]) -> float:
-        if not any_safe:
-            return round(min(row["accuracy"].values()), 9)
-        pooled = list(row["pooled_accuracy"].values()) or [pooled_full_accuracy]
-        return round(sum(pooled) / len(pooled), 9) if row["safe"] else -1.0
+    def reworded_accuracy(row: dict[str, Any]) -> float:
+        accuracy = list(row["accuracy"].values()) or [full_accuracy]
+        return round(sum(accuracy) / len(accuracy), 9)
 
-    scores = [score(row) for row in report_rows]
-    chosen_index = scores.index(max(scores))  # the first best
+    if any_safe:
+        safe = [i for i, row in enumerate(report_rows) if row["safe"]]
+        fallback_accuracy: dict[str, float] = {}  # each fallback's best safe guard, reworded
+        for i in safe:
+            row = report_rows[i]
+            best = max(fallback_accuracy.get(row["fallback"], -1.0), reworded_accuracy(row))
+            fallback_accuracy[row["fallback"]] = best
+        fallback = max(fallback_accuracy, key=fallback_accuracy.__getitem__)  # the first best
+        chosen_index = min(
+            (i for i in safe if report_rows[i]["fallback"] == fallback),
+            key=lambda i: (guards[i].quantile, i),
+        )
+    else:
+        scores = [round(min(row["accuracy"].values()), 9) for row in report_rows]
+        chosen_index = scores.index(max(scores))  # the first best
     report = {
         "questions": len(records),
         "in_distribution_questions": len(val_records),
         "full_program_accuracy": full_accuracy,
-        "rule": "safe guards by mean pooled accuracy" if any_safe else "no safe guard: reworded",
+        "pooled_full_program_accuracy": pooled_full_accuracy,
+        "rule": "fallback by reworded accuracy, then its smallest safe quantile"
+        if any_safe
+        else "no safe guard: reworded",
         "guards": report_rows,
         "chosen_quantile": guards[chosen_index].quantile,
         "chosen_fallback": guards[chosen_index].fallback or "full",
