@@ -274,7 +274,8 @@ def choose_guard(
     decide between a guard falling back to the full program and one falling back to a program
     that carries over to other wordings. Without a safe guard, the one whose worst point is
     right most often on ``records``. Ties go to the earlier guard (so with no such point, the
-    first). Returns it and a report of every guard's accuracies, beside the full program's.
+    smallest quantile of the first guard's fallback). Returns it and a report of every guard's
+    accuracies, beside the full program's.
     """
     candidates = predictor.candidates
     if candidates is None:
@@ -323,12 +324,9 @@ def choose_guard(
 
     if any_safe:
         safe = [i for i, row in enumerate(report_rows) if row["safe"]]
-        fallback_accuracy: dict[str, float] = {}  # each fallback's best safe guard, reworded
-        for i in safe:
-            row = report_rows[i]
-            best = max(fallback_accuracy.get(row["fallback"], -1.0), reworded_accuracy(row))
-            fallback_accuracy[row["fallback"]] = best
-        fallback = max(fallback_accuracy, key=fallback_accuracy.__getitem__)  # the first best
+        # the fallback of the safe guard most accurate on the reworded questions (the first best)
+        best = max(safe, key=lambda i: (reworded_accuracy(report_rows[i]), -i))
+        fallback = report_rows[best]["fallback"]
         chosen_index = min(
             (i for i in safe if report_rows[i]["fallback"] == fallback),
             key=lambda i: (guards[i].quantile, i),
