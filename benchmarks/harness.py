@@ -9,11 +9,14 @@ lives in (say, a git worktree) rather than another installed copy.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -200,17 +203,19 @@ def engine_settings(
     max_num_seqs: int,
     seed: int,
     engines_on_device: int = 1,
+    eager: bool = False,
 ) -> dict[str, Any]:
     """The ``LLM`` arguments every benchmark engine shares, stock and PoLar alike.
 
-    On a CUDA GPU the ``engines_on_device`` engines a benchmark keeps alive at once split
-    vLLM's default memory share (each engine claims its share when it starts)."""
+    Engines run in vLLM's default mode, compiled, as users run it, unless ``eager`` (an extra,
+    labelled row). On a CUDA GPU the ``engines_on_device`` engines a benchmark keeps alive at
+    once split vLLM's default memory share (each engine claims its share when it starts)."""
     gpu = {"gpu_memory_utilization": GPU_MEMORY_SHARE / engines_on_device}
     return {
         **(gpu if run_device() == "cuda" else {}),
         "model": model_dir,
         "dtype": dtype,
-        "enforce_eager": True,
+        "enforce_eager": eager,
         "max_model_len": max_model_len,
         "max_num_seqs": max_num_seqs,
         "disable_log_stats": False,  # request metrics carry the time to first token
@@ -219,6 +224,31 @@ def engine_settings(
         # whose program another variant already ran) would skip its prefill.
         "enable_prefix_caching": False,
     }
+
+
+@dataclass(frozen=True)
+class StartedEngine:
+    """An engine and what starting it cost (loading, profiling, compiling, warm-up)."""
+
+    llm: Any
+    startup_s: float
+
+
+def start_engine(settings: dict[str, Any]) -> StartedEngine:
+    """``LLM(**settings)``, timed, compiling from empty caches.
+
+    vLLM and Inductor keep compiled code on disk between runs; each engine gets fresh, empty
+    cache folders so that its start-up time is the cold one a new server pays, and no engine
+    reuses code another compiled."""
+    from vllm import LLM
+
+    cache_root = Path(tempfile.mkdtemp(prefix="polar-bench-cache-"))
+    atexit.register(shutil.rmtree, cache_root, ignore_errors=True)
+    os.environ["VLLM_CACHE_ROOT"] = str(cache_root / "vllm")
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_root / "inductor")
+    start = time.perf_counter()
+    llm = LLM(**settings)
+    return StartedEngine(llm, time.perf_counter() - start)
 
 
 def study_labels(model: str) -> Path | None:

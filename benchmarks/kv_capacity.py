@@ -36,11 +36,13 @@ from harness import (
     REPOSITORY,
     RESULTS,
     ProgramSources,
+    StartedEngine,
     default_dtype,
     machine_record,
     program_set,
     run_device,
     settings_record,
+    start_engine,
     workload_prompts,
 )
 
@@ -62,14 +64,15 @@ GOALS = {"full": (0.97, None), "h75": (1.25, 1.3)}
 """Per variant: (tokens/s ratio to stock, peak-running ratio to stock) the issue asks for."""
 
 
-def make_engine(model_dir: str, polar: bool, args: argparse.Namespace, kv_bytes: int) -> Any:
-    """An in-process stock or PoLar engine with ``kv_bytes`` of KV cache."""
-    from vllm import LLM
-
+def make_engine(
+    model_dir: str, polar: bool, args: argparse.Namespace, kv_bytes: int
+) -> StartedEngine:
+    """A stock or PoLar engine with ``kv_bytes`` of KV cache, in vLLM's default (compiled)
+    mode unless ``--eager``."""
     settings: dict[str, Any] = {
         "model": model_dir,
         "dtype": args.dtype,
-        "enforce_eager": True,
+        "enforce_eager": args.eager,
         "max_model_len": args.max_model_len,
         "max_num_seqs": args.requests,
         "max_num_batched_tokens": args.max_num_batched_tokens,
@@ -80,7 +83,7 @@ def make_engine(model_dir: str, polar: bool, args: argparse.Namespace, kv_bytes:
     }
     if polar:
         settings["additional_config"] = {"polar": {"kv_group_layers": args.kv_group_layers}}
-    return LLM(**settings)
+    return start_engine(settings)
 
 
 def _counter(llm: Any, name: str) -> float:
@@ -144,7 +147,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     prompt_tokens = statistics.fmean(len(tokenizer(p).input_ids) for p in prompts)
 
     kv_bytes = args.kv_tokens * kv_bytes_per_stock_token(model_dir, args.dtype)
-    stock = make_engine(model_dir, False, args, kv_bytes)
+    started = make_engine(model_dir, False, args, kv_bytes)
+    startup_s = {STOCK: started.startup_s}
+    stock = started.llm
     cache = stock.llm_engine.vllm_config.cache_config
     stock_capacity = cache.num_gpu_blocks * cache.block_size
     run = run_variant(stock, prompts, None, args.max_tokens)
@@ -156,7 +161,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     layout = KVGroupLayout.from_config(config)
     labels = REPOSITORY / (args.labels or DEFAULT_LABELS[args.model])
     sources = ProgramSources(label_programs(labels, depth))
-    polar = make_engine(model_dir, True, args, kv_bytes)
+    started = make_engine(model_dir, True, args, kv_bytes)
+    startup_s["polar"] = started.startup_s
+    polar = started.llm
     cache = polar.llm_engine.vllm_config.cache_config
     for variant in args.variants:
         programs = program_set(variant, depth, questions, args.seed, sources)
@@ -180,6 +187,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "machine": machine_record(),
         "settings": settings_record(args),
         "kv_bytes": kv_bytes,
+        "stock_mode": "eager" if args.eager else "compiled",
+        "startup_s": startup_s,
         "mean_prompt_tokens": prompt_tokens,
         "kv_groups": len(layout.groups),
         "full_program_groups": len(layout.groups_of(full_program(depth))),
@@ -259,6 +268,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--labels", help="search label file for 'labels' (default: the model's)")
     parser.add_argument("--dtype", default=None, help=DTYPE_HELP)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--eager",
+        action="store_true",
+        help="run both engines eagerly (enforce_eager=True); default: vLLM's compiled mode",
+    )
     parser.add_argument("--tag", default=None, help="results name suffix (default: the device)")
     args = parser.parse_args(argv)
     args.variants = args.variants.split(",")

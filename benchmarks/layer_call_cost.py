@@ -325,7 +325,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from vllm import LLM
 
     model_dir = str(prepare_model(args.model))
-    llm = LLM(**engine_settings(model_dir, args.dtype, 512, max(args.batch_sizes), args.seed))
+    # Eager: the benchmark calls vLLM's layers one by one, outside any compiled code, so it
+    # prices them with the kernels an eager engine picks.
+    settings = engine_settings(model_dir, args.dtype, 512, max(args.batch_sizes), args.seed)
+    llm = LLM(**{**settings, "enforce_eager": True})
     model_config = llm.llm_engine.model_config
     depth = int(model_config.hf_config.num_hidden_layers)
     try:

@@ -77,6 +77,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--top-k", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-engine", dest="engine", action="store_false")
+    parser.add_argument(
+        "--eager", action="store_true", help="engine with enforce_eager=True (default: compiled)"
+    )
     parser.add_argument("--tag", default="cpu")
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
     return parser.parse_args(argv)
@@ -98,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         llm = LLM(
             model=str(prepare_model(args.model)),
             additional_config={"polar": {}},
-            enforce_eager=True,
+            enforce_eager=args.eager,
             dtype="float32",
             max_model_len=1024,
         )

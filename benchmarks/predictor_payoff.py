@@ -53,7 +53,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import engine_settings, machine_record, write_result
+from harness import engine_settings, machine_record, start_engine, write_result
 from tqdm import tqdm
 
 from polar_vllm.compat.shutdown import shutdown_engine
@@ -258,7 +258,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error("--warmup-passes and --rounds must be at least 1")
 
     from transformers import AutoTokenizer
-    from vllm import LLM
 
     settings = load_settings(args.config)
     options = settings.eval
@@ -284,16 +283,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # fit a 24 GB machine beside this process.)
     params = sampling_params(questions, options.max_tokens, min_tokens)
     pairs: dict[str, dict[str, Passes]] = {}
+    startup_s: dict[str, float] = {}
     for point in tqdm(points, desc="operating points"):
         polar = {
             "predictor": settings.predictor_dir,
             "operating_point": point,
             "scheduling": args.scheduling,
         }
-        engines = {
-            STOCK: LLM(**engine),
-            f"polar@{point}": LLM(**engine, additional_config={"polar": polar}),
+        started = {
+            STOCK: start_engine(engine),
+            f"polar@{point}": start_engine({**engine, "additional_config": {"polar": polar}}),
         }
+        startup_s[f"stock (beside {point})"] = started[STOCK].startup_s
+        startup_s[f"polar@{point}"] = started[f"polar@{point}"].startup_s
+        engines = {name: handle.llm for name, handle in started.items()}
         hf_config = engines[STOCK].llm_engine.model_config.hf_config
         pairs[f"polar@{point}"] = measure(engines, prompts, params, args.warmup_passes, args.rounds)
         for llm in engines.values():
@@ -340,6 +343,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "head_layers": head,
         "scheduling": args.scheduling,
         "kv_cache_gib": args.kv_cache_gib,
+        "stock_mode": "compiled",
+        "startup_s": startup_s,
         "questions": len(items),
         "depth": depth,
         "variants": variants,

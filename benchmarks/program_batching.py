@@ -83,11 +83,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tag", default=None, help="results file suffix (default: device)")
     parser.add_argument("--results-dir", type=Path, default=RESULTS / "program_batching")
-    parser.add_argument("--quick", action="store_true", help="batch 4, 16 requests, 8 tokens")
+    parser.add_argument(
+        "--eager",
+        action="store_true",
+        help="run every engine eagerly (enforce_eager=True); default: vLLM's compiled mode",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="batch 4, 16 requests, 8 tokens, eager (a smoke test)"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.batch_sizes, args.mixes, args.max_tokens, args.repeats = "4", "mixed", 8, 1
-        args.tag = "quick"
+        args.tag, args.eager = "quick", True
     args.batch_sizes = [int(size) for size in args.batch_sizes.split(",")]
     args.mixes = args.mixes.split(",")
     args.dtype, args.tag = args.dtype or default_dtype(), args.tag or run_device()
@@ -108,13 +115,16 @@ def make_engines(
     seed: int,
     max_delay_s: float,
     admission_window_s: float,
+    eager: bool = False,
 ) -> dict[str, Any]:
     """Stock, PoLar (vLLM's order) and PoLar (program-aware, passing a waiting request over for
     at most ``max_delay_s``, gathering a burst for at most ``admission_window_s``) engines for
     ``batch_size``."""
     from vllm import LLM
 
-    common = engine_settings(model_dir, dtype, 512, batch_size, seed, engines_on_device=3)
+    common = engine_settings(
+        model_dir, dtype, 512, batch_size, seed, engines_on_device=3, eager=eager
+    )
     return {
         "stock": LLM(**common),
         "polar_fcfs": LLM(**common, additional_config={"polar": {}}),
@@ -186,6 +196,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             args.seed,
             args.max_delay_s,
             args.admission_window_s,
+            args.eager,
         )
         depth = int(engines["stock"].llm_engine.model_config.hf_config.num_hidden_layers)
         plan = [(mix, repeat) for mix in args.mixes for repeat in range(args.repeats)]

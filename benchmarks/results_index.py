@@ -38,6 +38,7 @@ SCRIPTS = {
     "search_speed": "benchmarks/search_speed.py",
     "throughput": "benchmarks/throughput.py",
     "kv_capacity": "benchmarks/kv_capacity.py",
+    "host_work": "benchmarks/host_work.py",
     "search": "polar-vllm search",
     "predictor": "polar-vllm eval",
     "predictor_payoff": "benchmarks/predictor_payoff.py, benchmarks/served_predictor.py",
@@ -124,7 +125,19 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 def _throughput(data: dict[str, Any]) -> str:
     depth = data["depth"]
     sizes = sorted({row["batch_size"] for row in data["rows"]})
-    order = ["stock", "full", "h50", "h75", "h90", "r110", "r125", "mixed", "labels", "predicted"]
+    order = [
+        "stock",
+        "stock-eager",
+        "full",
+        "h50",
+        "h75",
+        "h90",
+        "r110",
+        "r125",
+        "mixed",
+        "labels",
+        "predicted",
+    ]
     variants = sorted(
         dict.fromkeys(row["variant"] for row in data["rows"]),
         key=lambda v: order.index(v) if v in order else len(order),
@@ -155,7 +168,27 @@ def _throughput(data: dict[str, Any]) -> str:
         "Ratio to stock vLLM in the same run (median of repeats; per-repeat range in brackets) "
         "and, after `=`, the share of the ideal D / layers where that ideal is not 1."
     )
-    return note + "\n\n" + _table(["variant", "layers", *(f"batch {s}" for s in sizes)], rows)
+    table = _table(["variant", "layers", *(f"batch {s}" for s in sizes)], rows)
+    return note + " " + _engine_modes(data) + "\n\n" + table
+
+
+def _engine_modes(data: dict[str, Any]) -> str:
+    """Which mode the engines ran in, and their start-up times where the run recorded them."""
+    mode = data.get("stock_mode")
+    if mode is None:
+        return "Stock and PoLar both ran eagerly (`enforce_eager=True`)."
+    text = (
+        "Stock and PoLar ran in vLLM's default mode (compiled)"
+        if mode == "compiled"
+        else "Stock and PoLar ran eagerly (`enforce_eager=True`)"
+    )
+    if "stock-eager" in data.get("startup_s", {}):
+        text += "; `stock-eager` is stock with `enforce_eager=True`, an extra row"
+    startup = data.get("startup_s")
+    if startup:
+        times = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in startup.items())
+        text += f". Start-up, from empty compile caches (load, profile, compile, warm-up): {times}"
+    return text + "."
 
 
 def _program_batching(data: dict[str, Any]) -> str:
@@ -431,12 +464,30 @@ def _kv_capacity(data: dict[str, Any]) -> str:
         for row in data["rows"]
     ]
     header = ["variant", "layers", "KV groups", "KV capacity, tokens", "tok/s"]
-    return _table([*header, "peak running", "preemptions"], rows)
+    return _engine_modes(data) + "\n\n" + _table([*header, "peak running", "preemptions"], rows)
+
+
+def _host_work(data: dict[str, Any]) -> str:
+    depth = data["depth"]
+    phases = ["schedule", "allocate_slots", "prepare_inputs", "plan_batch", "sub_batches"]
+    phases += ["model_forward"]
+    rows = []
+    for name, row in data["rows"].items():
+        ideal = depth / row["layers"]
+        ratio = f"{row['ratio_to_stock']:.2f}x"
+        if abs(ideal - 1) > 0.005:
+            ratio += f" = {row['share_of_ideal']:.2f}"
+        times = [f"{row['ms_per_step'][phase]:.2f}" for phase in phases]
+        rows.append([name, f"{row['layers']:.1f}", ratio, f"{row['steps']:.0f}", *times])
+    header = ["variant", "layers", "tok/s vs stock (= of ideal)", "steps", *phases]
+    note = "Milliseconds per engine step, inclusive (`allocate_slots` is part of `schedule`)."
+    return _engine_modes(data) + " " + note + "\n\n" + _table(header, rows)
 
 
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "throughput": _throughput,
     "kv_capacity": _kv_capacity,
+    "host_work": _host_work,
     "program_batching": _program_batching,
     "layer_call_cost": _layer_call_cost,
     "executor_core": _executor_core,

@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     model_dir = resolve_model(settings.model)
     predictor = args.predictor or settings.predictor_dir
     serve_args = ["--polar-predictor", predictor, "--dtype", options.dtype]
-    serve_args += ["--max-model-len", "1024", "--enforce-eager"]
+    serve_args += ["--max-model-len", "1024"]
     if args.operating_point:
         serve_args += ["--polar-operating-point", args.operating_point]
     with served(model_dir, serve_args, args.port, timeout_s=600) as url:

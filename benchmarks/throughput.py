@@ -44,6 +44,7 @@ from harness import (
     RESULTS,
     TARGET_SHARE_OF_IDEAL,
     ProgramSources,
+    StartedEngine,
     default_dtype,
     engine_settings,
     machine_record,
@@ -51,6 +52,7 @@ from harness import (
     run_device,
     run_once,
     settings_record,
+    start_engine,
     workload_prompts,
 )
 from tqdm import tqdm
@@ -61,6 +63,8 @@ from polar_vllm.predictor import load_predictor
 from polar_vllm.search.labels import label_programs
 
 STOCK = "stock"
+STOCK_EAGER = "stock-eager"
+"""Stock vLLM with ``enforce_eager=True``: an extra row, never the baseline."""
 
 
 @dataclass
@@ -86,16 +90,22 @@ def kv_slots(depth: int, loop_layers: str | None) -> int:
     return sum(config.slot_passes(layer) for layer in range(depth))
 
 
-def make_engine(model_dir: str, polar: bool, args: argparse.Namespace) -> Any:
-    """A stock or PoLar engine with the benchmark's settings."""
-    from vllm import LLM
-
+def make_engine(
+    model_dir: str, polar: bool, args: argparse.Namespace, eager: bool = False
+) -> StartedEngine:
+    """A stock or PoLar engine with the benchmark's settings, compiled unless ``eager``."""
     settings = engine_settings(
-        model_dir, args.dtype, 1024, max(args.batch_sizes), args.seed, engines_on_device=2
+        model_dir,
+        args.dtype,
+        1024,
+        max(args.batch_sizes),
+        args.seed,
+        engines_on_device=3 if args.eager_stock_row else 2,
+        eager=eager or args.eager,
     )
     if polar:
         settings["additional_config"] = {"polar": {"loop_layers": args.loop_layers}}
-    return LLM(**settings)
+    return start_engine(settings)
 
 
 def summarize(measurements: list[Measurement]) -> list[dict[str, Any]]:
@@ -156,7 +166,11 @@ def plot(rows: list[dict[str, Any]], depth: int, path: Path) -> None:
     workloads = sorted({row["workload"] for row in rows})
     figure, axes = plt.subplots(1, len(workloads), figsize=(6 * len(workloads), 4.5), squeeze=False)
     for axis, workload in zip(axes[0], workloads, strict=True):
-        polar_rows = [r for r in rows if r["workload"] == workload and r["variant"] != STOCK]
+        polar_rows = [
+            r
+            for r in rows
+            if r["workload"] == workload and r["variant"] not in (STOCK, STOCK_EAGER)
+        ]
         layers = sorted({row["mean_executed_layers"] for row in polar_rows})
         ideal_x = [x / 10 for x in range(int(min(layers) * 10), int(max(layers) * 10) + 1)]
         axis.plot(ideal_x, [depth / x for x in ideal_x], "k--", label=f"ideal {depth}/layers")
@@ -204,17 +218,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workloads", default="math")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds before the repeats")
     parser.add_argument("--dtype", default=None, help=DTYPE_HELP)
     parser.add_argument("--loop-layers", default="all")
     parser.add_argument("--labels", type=Path, help="search label file for the 'labels' set")
     parser.add_argument("--predictor", type=Path, help="predictor dir for the 'predicted' set")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--eager-stock-row",
+        action="store_true",
+        help=f"add stock vLLM with enforce_eager=True as an extra row ({STOCK_EAGER!r})",
+    )
+    parser.add_argument(
+        "--eager",
+        action="store_true",
+        help="run stock and PoLar eagerly (enforce_eager=True); default: vLLM's compiled mode",
+    )
     parser.add_argument("--tag", default=None, help="results file suffix (default: device)")
     parser.add_argument("--results-dir", type=Path, default=RESULTS / "throughput")
-    parser.add_argument("--quick", action="store_true", help="tiny run: batch 1,4; 8 tokens")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny run: batch 1,4; 8 tokens; eager (a smoke test)"
+    )
     args = parser.parse_args(argv)
     if args.quick:
-        args.batch_sizes, args.max_tokens, args.repeats = "1,4", 8, 1
+        args.batch_sizes, args.max_tokens, args.repeats, args.warmup = "1,4", 8, 1, 0
+        args.eager = True
         args.tag = args.tag or "quick"
     args.batch_sizes = [int(size) for size in args.batch_sizes.split(",")]
     args.dtype = args.dtype or default_dtype()
@@ -242,8 +270,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     model_dir = str(prepare_model(args.model))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    stock_llm = make_engine(model_dir, polar=False, args=args)
-    polar_llm = make_engine(model_dir, polar=True, args=args)
+    started = {STOCK: make_engine(model_dir, polar=False, args=args)}
+    if args.eager_stock_row and not args.eager:
+        started[STOCK_EAGER] = make_engine(model_dir, polar=False, args=args, eager=True)
+    started["polar"] = make_engine(model_dir, polar=True, args=args)
+    polar_llm = started["polar"].llm
     depth = int(polar_llm.llm_engine.model_config.hf_config.num_hidden_layers)
     sources = ProgramSources(
         label_programs(args.labels, depth) if args.labels else (),
@@ -255,27 +286,33 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     dtype = polar_llm.llm_engine.model_config.dtype
     bytes_per_slot_token = 2 * hf_config.num_key_value_heads * head_dim * dtype.itemsize
 
+    # Warm-up rounds (repeat -1 and below, untimed): every engine first meets the batch's
+    # shapes there (oneDNN primitives, compiled code), as a server has long before it is timed.
     plan = [
-        (w, b, r) for w in args.workloads for b in args.batch_sizes for r in range(args.repeats)
+        (w, b, r)
+        for w in args.workloads
+        for b in args.batch_sizes
+        for r in range(-args.warmup, args.repeats)
     ]
     measurements: list[Measurement] = []
     for workload, batch_size, repeat in tqdm(plan, desc="throughput", unit="round"):
         prompts, questions = workload_prompts(workload, tokenizer, batch_size, args.seed)
         prompt_tokens = statistics.fmean(len(tokenizer(p).input_ids) for p in prompts)
         tokens_per_request = prompt_tokens + args.max_tokens
-        variants = [STOCK, *args.programs]
+        variants = [*(name for name in started if name != "polar"), *args.programs]
         if repeat % 2:
             variants.reverse()  # alternate the order between repeats
         for variant in variants:
-            engine = stock_llm if variant == STOCK else polar_llm
+            is_stock = variant in started
+            engine = started[variant if is_stock else "polar"].llm
             programs = (
-                None
-                if variant == STOCK
-                else program_set(variant, depth, questions, args.seed, sources)
+                None if is_stock else program_set(variant, depth, questions, args.seed, sources)
             )
             seconds, tokens, ttft = run_once(engine, prompts, programs, args.max_tokens)
+            if repeat < 0:
+                continue
             executed = depth if programs is None else statistics.fmean(map(len, programs))
-            kv_slots_used = slots[STOCK] if variant == STOCK else slots["polar"]
+            kv_slots_used = slots[STOCK] if is_stock else slots["polar"]
             measurements.append(
                 Measurement(
                     workload,
@@ -295,6 +332,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "machine": machine_record(),
         "settings": settings_record(args),
         "depth": depth,
+        "stock_mode": "eager" if args.eager else "compiled",
+        "startup_s": {name: engine.startup_s for name, engine in started.items()},
         "kv_slots": slots,
         "rows": sorted(rows, key=lambda r: (r["workload"], r["batch_size"], r["variant"])),
         "measurements": [asdict(m) for m in measurements],
@@ -303,6 +342,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     (args.results_dir / f"throughput_{tag}.json").write_text(json.dumps(results, indent=1))
     plot(rows, depth, args.results_dir / f"throughput_{tag}.png")
     print_table(results["rows"])
+    startup = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in results["startup_s"].items())
+    print(f"start-up (cold compile caches): {startup}")
     return results
 
 

@@ -13,10 +13,54 @@ from polar_vllm.compat.shutdown import shutdown_engine
 from polar_vllm.executor.reference import generate_greedy
 from polar_vllm.program import parse_program
 
+SCHEDULING_FEATURES = {
+    "max_model_len": 192,
+    "enable_prefix_caching": True,
+    "enable_chunked_prefill": True,
+    "max_num_batched_tokens": 64,
+    "max_num_seqs": 8,
+    "block_size": 32,
+    "num_gpu_blocks_override": 8,
+    "disable_log_stats": False,
+}
+"""Engine settings under which vLLM's scheduling features all happen on short prompts:
+64-token prefill chunks, prefix caching, and 8 KV blocks of 32 tokens, so that requests are
+preempted and recomputed (metrics on, to count them)."""
+
+SHARED_PREFIX = (
+    "You are a careful assistant. Read the following notes about the harbour town of "
+    "Brightwater before answering. The town has three piers, a lighthouse built in 1872, "
+    "a fish market that opens at dawn, and a ferry that crosses to the island twice a day. "
+    "In winter the ferry stops, the market moves indoors and the lighthouse keeper paints "
+    "the piers. "
+)
+QUESTIONS = (
+    "Question: how many piers does the town have? Answer:",
+    "Question: when was the lighthouse built? Answer:",
+    "Question: when does the fish market open? Answer:",
+    "Question: how often does the ferry cross? Answer:",
+)
+
+
+def shared_prefix_requests(programs: Sequence[str]) -> list[tuple[str, str]]:
+    """24 ``(prompt, program)`` requests whose prompts share a long prefix (about 80 tokens:
+    two 64-token prefill chunks): 16 over ``programs``, then the first 8 prompts again under
+    other programs, so a prefix cache must not hand them the first round's KV."""
+    requests = [
+        (SHARED_PREFIX + QUESTIONS[index % len(QUESTIONS)], programs[index // 2 % len(programs)])
+        for index in range(16)
+    ]
+    requests += [
+        (prompt, programs[(index + 3) % len(programs)])
+        for index, (prompt, _) in enumerate(requests[:8])
+    ]
+    return requests
+
 
 @contextlib.contextmanager
 def vllm_engine(model: str, **kwargs: Any) -> Iterator[Any]:
-    """A ``vllm.LLM`` (eager, float32) that is shut down when the block ends."""
+    """A ``vllm.LLM`` (eager unless ``enforce_eager=False`` is given, float32) that is shut
+    down when the block ends."""
     from vllm import LLM
 
     settings = {"enforce_eager": True, "dtype": "float32", "max_model_len": 512}
@@ -91,3 +135,32 @@ def compare_with_reference(
         if expected != got:
             mismatches.append(f"{program_text!r}: reference {expected} engine {got}")
     return Comparison(matched, total, tuple(mismatches))
+
+
+def metric_total(llm: Any, name: str) -> float:
+    """The sum of an engine's metric ``name`` over its label sets."""
+    return sum(metric.value for metric in llm.get_metrics() if metric.name == name)
+
+
+def check_scheduling_features(
+    llm: Any, programs: Sequence[str], reference_model: Any, tokenizer: Any, max_tokens: int
+) -> None:
+    """Run :func:`shared_prefix_requests` on an engine with :data:`SCHEDULING_FEATURES`: its
+    prompts take two prefill chunks, some requests are preempted and some hit the prefix
+    cache, and the tokens match the reference executor (99% of positions)."""
+    requests = shared_prefix_requests(programs)
+    hits_before = metric_total(llm, "vllm:prefix_cache_hits")
+    preemptions_before = metric_total(llm, "vllm:num_preemptions")
+    outputs = generate(llm, requests, max_tokens)
+    # Prompts of two chunks that grow into a fourth block while decoding.
+    assert all(64 < len(output.prompt_token_ids) < 96 for output in outputs)
+    assert metric_total(llm, "vllm:num_preemptions") > preemptions_before
+    assert metric_total(llm, "vllm:prefix_cache_hits") > hits_before
+    comparison = compare_with_reference(
+        reference_model,
+        tokenizer.eos_token_id,
+        [program for _, program in requests],
+        outputs,
+        max_tokens,
+    )
+    assert comparison.agreement >= 0.99, comparison.mismatches

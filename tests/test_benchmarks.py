@@ -129,10 +129,20 @@ def test_executor_core_benchmark_quick(tmp_path):
     assert list(tmp_path.glob("executor_core_*.json")) and list(tmp_path.glob("*.png"))
 
 
+def test_executor_graphs_benchmark_quick(tmp_path):
+    executor_graphs = _load("executor_graphs")
+    assert executor_graphs.main(["--quick", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "executor_graphs_cpu.json").read_text())["rows"]
+    assert {(row["batch"], row["workload"]) for row in rows} == {
+        (batch, name) for batch in (1, 4) for name in ("dense", "plan-full", "homog-75", "hetero")
+    }
+    assert all(row["time_ms"] > 0 for row in rows)
+
+
 def test_predictor_overhead_benchmark_quick(tmp_path):
     predictor_overhead = _load("predictor_overhead")
     argv = ["--batch-sizes", "1,2", "--repeats", "1", "--engine-repeats", "1"]
-    argv += ["--max-tokens", "4", "--results-dir", str(tmp_path), "--tag", "t"]
+    argv += ["--max-tokens", "4", "--eager", "--results-dir", str(tmp_path), "--tag", "t"]
     report = predictor_overhead.main(argv)
     assert [row["batch_size"] for row in report["rows"]] == [1, 2]
     for row in report["rows"]:

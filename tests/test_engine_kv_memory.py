@@ -195,3 +195,47 @@ def test_per_group_step_work_is_cheap_and_exact(kv_llm):
         (first + 1) * BLOCK_SIZE,
         second * BLOCK_SIZE + 7,
     ]
+
+
+def test_decode_steps_make_no_per_group_calls(kv_llm, monkeypatch):
+    """Per-step work that grows with the number of KV-cache groups must not creep back: a
+    decode step that needs no new block asks no group's manager anything (its groups are in
+    lockstep), and the CPU runner builds attention metadata once per step, not once per group.
+    The prefill step asks each group a request enters, as vLLM does."""
+    from vllm.v1.attention.backends.cpu_attn import CPUAttentionMetadataBuilder
+
+    from polar_vllm.compat.kv_cache_manager import ProgramGroupManager
+
+    calls = {"manager": 0, "build": 0}
+
+    def counted(kind: str, function: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            calls[kind] += 1
+            return function(*args, **kwargs)
+
+        return wrapper
+
+    for name in ("get_num_blocks_to_allocate", "allocate_new_blocks", "cache_blocks"):
+        monkeypatch.setattr(
+            ProgramGroupManager, name, counted("manager", getattr(ProgramGroupManager, name))
+        )
+    monkeypatch.setattr(
+        CPUAttentionMetadataBuilder,
+        "build",
+        counted("build", CPUAttentionMetadataBuilder.build),
+    )
+    requests = [(_prompt(400 + index), "full") for index in range(4)]
+    engine = kv_llm.llm_engine
+    for index, (prompt, program) in enumerate(requests):
+        engine.add_request(f"c{index}", prompt, _params(program))
+    steps = 0
+    while engine.has_unfinished_requests():
+        engine.step()
+        steps += 1
+    # 1 prefill step and MAX_TOKENS - 1 decode steps, all within the prompts' three blocks.
+    assert steps >= MAX_TOKENS
+    # Prefill: the coordinator asks each of the 30 groups of each request four times (the
+    # admission check and the blocks to allocate, new blocks, blocks to cache); the decode
+    # steps ask none (without the lockstep path, each would ask 3 x 30 per request).
+    assert calls["manager"] <= len(requests) * DEPTH * 4
+    assert calls["build"] <= steps

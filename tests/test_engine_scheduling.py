@@ -9,23 +9,18 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from engine_checks import compare_with_reference, generate, vllm_engine
+from engine_checks import (
+    QUESTIONS,
+    SCHEDULING_FEATURES,
+    SHARED_PREFIX,
+    check_scheduling_features,
+    compare_with_reference,
+    generate,
+    vllm_engine,
+)
 
 MAX_TOKENS = 16
 LOOP_LAYERS = "0-19"
-SHARED_PREFIX = (
-    "You are a careful assistant. Read the following notes about the harbour town of "
-    "Brightwater before answering. The town has three piers, a lighthouse built in 1872, "
-    "a fish market that opens at dawn, and a ferry that crosses to the island twice a day. "
-    "In winter the ferry stops, the market moves indoors and the lighthouse keeper paints "
-    "the piers. "
-)
-QUESTIONS = (
-    "Question: how many piers does the town have? Answer:",
-    "Question: when was the lighthouse built? Answer:",
-    "Question: when does the fish market open? Answer:",
-    "Question: how often does the ferry cross? Answer:",
-)
 PROGRAMS = (
     "full",
     "0-9,8-9,10-29",
@@ -47,7 +42,6 @@ def scheduling_llm(smollm2_dir: str) -> Iterator[Any]:
     it reorders)."""
     with vllm_engine(
         smollm2_dir,
-        max_model_len=192,
         additional_config={
             "polar": {
                 "loop_layers": LOOP_LAYERS,
@@ -55,19 +49,9 @@ def scheduling_llm(smollm2_dir: str) -> Iterator[Any]:
                 "max_delay_s": 120,
             }
         },
-        enable_prefix_caching=True,
-        enable_chunked_prefill=True,
-        max_num_batched_tokens=64,
-        max_num_seqs=8,
-        block_size=32,
-        num_gpu_blocks_override=8,
-        disable_log_stats=False,
+        **SCHEDULING_FEATURES,
     ) as llm:
         yield llm
-
-
-def _counter(llm: Any, name: str) -> float:
-    return sum(metric.value for metric in llm.get_metrics() if metric.name == name)
 
 
 def _slots(model: Any) -> list[int]:
@@ -92,30 +76,7 @@ def test_repeat_outside_loop_layers_is_refused(scheduling_llm):
 def test_chunked_prefill_prefix_caching_and_preemption_match_reference(
     scheduling_llm, reference_model, tokenizer
 ):
-    requests = [
-        (SHARED_PREFIX + QUESTIONS[index % len(QUESTIONS)], PROGRAMS[index // 2 % len(PROGRAMS)])
-        for index in range(16)
-    ]
-    # Same prompts again, other programs: the cache must not hand them the first round's KV.
-    requests += [
-        (prompt, PROGRAMS[(index + 3) % len(PROGRAMS)])
-        for index, (prompt, _) in enumerate(requests[:8])
-    ]
-    hits_before = _counter(scheduling_llm, "vllm:prefix_cache_hits")
-    preemptions_before = _counter(scheduling_llm, "vllm:num_preemptions")
-    outputs = generate(scheduling_llm, requests, MAX_TOKENS)
-    # Prompts of two chunks that grow into a fourth block while decoding.
-    assert all(64 < len(output.prompt_token_ids) < 96 for output in outputs)
-    assert _counter(scheduling_llm, "vllm:num_preemptions") > preemptions_before
-    assert _counter(scheduling_llm, "vllm:prefix_cache_hits") > hits_before
-    comparison = compare_with_reference(
-        reference_model,
-        tokenizer.eos_token_id,
-        [program for _, program in requests],
-        outputs,
-        MAX_TOKENS,
-    )
-    assert comparison.agreement >= 0.99, comparison.mismatches
+    check_scheduling_features(scheduling_llm, PROGRAMS, reference_model, tokenizer, MAX_TOKENS)
 
 
 def test_same_prompt_under_two_programs_in_turn(scheduling_llm, reference_model, tokenizer):

@@ -11,7 +11,13 @@ import polar_vllm
 
 PACKAGE_DIR = Path(polar_vllm.__file__).parent
 
-COMPAT_LOWER_TIER = {"attention_slots", "attention_metadata", "batch_jobs", "shutdown"}
+COMPAT_LOWER_TIER = {
+    "attention_slots",
+    "attention_metadata",
+    "batch_jobs",
+    "compiled_layers",
+    "shutdown",
+}
 """``compat`` modules lower layers may import (see ``polar_vllm/compat/__init__.py``)."""
 
 BELOW_ENGINE = {"program", "executor", "engine"}

@@ -4,8 +4,7 @@
 (``additional_config["polar"]`` present), so vLLM with the plugin installed behaves exactly
 as stock, with one deliberate exception (a fix, last in the list):
 
-* ``EngineArgs.create_engine_config``: PoLar architecture override, eager mode
-  (:mod:`.engine_args`);
+* ``EngineArgs.create_engine_config``: PoLar architecture override (:mod:`.engine_args`);
 * ``InputProcessor.__init__`` / ``process_inputs`` and ``AsyncLLM.add_request``: predictor,
   program checking and cache salt in the front end (:mod:`.input_processor`);
 * ``GPUModelRunner._model_forward`` (inherited by the CPU runner): the batch's programs reach
@@ -28,8 +27,9 @@ by the startup hook :mod:`.cli_hook` (vLLM parses its command line before it loa
 Two tiers, so that imports point one way (``tests/test_layering.py`` checks it):
 
 * the glue lower layers use, which imports nothing above :mod:`polar_vllm.engine`:
-  :mod:`.attention_slots` and :mod:`.attention_metadata` (the model side: extra-pass KV slots and
-  per-backend attention-metadata subsetting), :mod:`.batch_jobs` and :mod:`.shutdown` (engines
+  :mod:`.attention_slots`, :mod:`.attention_metadata` and :mod:`.compiled_layers` (the model side:
+  extra-pass KV slots and routed attention, per-backend attention-metadata subsetting, decoder
+  layers compiled one by one), :mod:`.batch_jobs` and :mod:`.shutdown` (engines
   the search and the predictor pipeline open and close);
 * the hooks above, which install the model classes, the serving front end and the predictor
   into vLLM and so may import them.

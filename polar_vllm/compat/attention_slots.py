@@ -4,28 +4,36 @@ vLLM gives every ``Attention`` object its own KV cache, keyed by the object's la
 the attention op looks up its metadata, slot mapping and cache by that name in the forward
 context. So an extra pass of a layer is a second ``Attention`` object (registered under its own
 name, no weights of its own) behind the layer's QKV/O projections, and running pass ``p`` of a
-layer means pointing the layer's ``Attention`` at slot ``p``'s name for the call. One call of a
-layer may also run different passes for different rows (:func:`call_on_slots`).
+layer means pointing the layer's ``Attention`` at slot ``p``'s name for the call.
+
+Which slot, and which requests' rows, a layer call attends over changes with every schedule
+step, so a PoLar decoder layer's own ``Attention`` is *routed* (:func:`route_attention`): its
+forward hands query, key and value to the attention call of the running forward
+(:func:`routing_to`), which runs vLLM's attention on the right slot and sub-batch; one call of
+a layer may run different passes for different rows (:func:`attend_on_slots`). Inside a
+compiled layer the routed call is one opaque custom op (``polar::slot_attention``), so the
+compiled code never holds a slot name or a batch: the layer's norms, projections, rotary
+embedding and MLP compile around it, as vLLM's piecewise mode compiles around its attention op.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 from torch import nn
 
-_T = TypeVar("_T")
-
 __all__ = [
+    "AttentionCall",
     "ContextTables",
     "SlotBlock",
-    "attention_slot",
-    "call_on_slots",
+    "attend_on_slots",
     "forward_context_tables",
     "make_slot_attention",
+    "route_attention",
+    "routing_to",
     "slot_layer_name",
     "slot_of_layer_name",
 ]
@@ -84,25 +92,118 @@ def make_slot_attention(base: nn.Module, prefix: str, vllm_config: Any) -> nn.Mo
     return slot
 
 
-@contextmanager
-def attention_slot(attention: nn.Module, slot_name: str) -> Iterator[None]:
-    """Within the block, ``attention`` reads and writes the KV slot named ``slot_name``."""
-    own_name = attention.layer_name
-    if slot_name == own_name:
-        yield
-        return
-    attention.layer_name = slot_name
-    try:
-        yield
-    finally:
-        attention.layer_name = own_name
-
-
 SlotBlock = tuple[str, Any, torch.Tensor, int]
 """``(slot name, attention metadata, slot mapping, rows)``: one KV slot's block of a step's rows."""
 
 ContextTables = tuple[dict[str, Any], dict[str, torch.Tensor]]
 """The forward context's attention metadata and slot mappings, by layer name."""
+
+AttentionCall = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""``attend(layer, query, key, value) -> output``: the attention of decoder layer ``layer`` in the
+current schedule step, on the KV slots of that step's rows."""
+
+_ACTIVE_CALLS: list[AttentionCall] = []
+"""The attention call of the forward running now (innermost last): see :func:`routing_to`."""
+
+
+@contextmanager
+def routing_to(attend: AttentionCall) -> Iterator[None]:
+    """Within the block, routed attention layers (:func:`route_attention`) call ``attend``."""
+    _ACTIVE_CALLS.append(attend)
+    try:
+        yield
+    finally:
+        _ACTIVE_CALLS.pop()
+
+
+def _slot_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, layer: int, width: int
+) -> torch.Tensor:
+    """Attention of decoder layer ``layer`` on the KV slots of the current step's rows.
+
+    Opaque to the compiler: which slots and which requests a call attends over changes with
+    every step and batch, so it is looked up when the op runs, never traced."""
+    del width  # the fake implementation's output width
+    return _ACTIVE_CALLS[-1](layer, query, key, value)
+
+
+def _slot_attention_fake(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, layer: int, width: int
+) -> torch.Tensor:
+    del key, value, layer
+    return query.new_empty((query.shape[0], width))
+
+
+# The op lives as long as its library object: a module global.
+_POLAR_LIBRARY = torch.library.Library("polar", "FRAGMENT")
+
+
+def _register_slot_attention() -> None:
+    """Register ``torch.ops.polar.slot_attention`` as vLLM registers its attention op: straight
+    into the dispatcher for the platform's device, which costs less per call than
+    ``torch.library.custom_op`` (one call per layer and forward)."""
+    from vllm.utils.torch_utils import direct_register_custom_op
+
+    direct_register_custom_op(
+        "slot_attention",
+        _slot_attention,
+        mutates_args=[],
+        fake_impl=_slot_attention_fake,
+        target_lib=_POLAR_LIBRARY,
+    )
+
+
+_register_slot_attention()
+
+
+class _RoutedAttention:
+    """Mixed in before a vLLM ``Attention`` class: calling the layer runs the active attention
+    call (:func:`routing_to`) for decoder layer ``polar_layer``, which picks the KV slot and
+    sub-batch. The call is one opaque op inside a compiled layer and a plain call in eager mode.
+    """
+
+    polar_layer: int
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        output_shape: torch.Size | None = None,
+        output_dtype: torch.dtype | None = None,
+    ) -> torch.Tensor:
+        if output_shape is not None or output_dtype is not None:
+            raise NotImplementedError("PoLar routes attention with the default output only")
+        if not torch.compiler.is_compiling():
+            return _ACTIVE_CALLS[-1](self.polar_layer, query, key, value)
+        width = self.num_heads * self.head_size_v  # type: ignore[attr-defined]
+        return torch.ops.polar.slot_attention(query, key, value, self.polar_layer, width)
+
+    def slot_forward(
+        self, slot_name: str, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
+    ) -> torch.Tensor:
+        """vLLM's own attention of these rows, reading and writing the KV slot ``slot_name``."""
+        own_name = self.layer_name  # type: ignore[attr-defined]
+        self.layer_name = slot_name
+        try:
+            return super().forward(query, key, value)  # type: ignore[misc]
+        finally:
+            self.layer_name = own_name
+
+
+_ROUTED_CLASSES: dict[type, type] = {}
+
+
+def route_attention(attention: nn.Module, layer: int) -> None:
+    """Make ``attention`` (decoder layer ``layer``'s own ``Attention``) call the active attention
+    call instead of attending by itself: its class becomes a subclass of its own with the
+    routing forward (everything else, its KV cache binding and weights included, unchanged)."""
+    cls = type(attention)
+    if not issubclass(cls, _RoutedAttention):
+        if cls not in _ROUTED_CLASSES:
+            _ROUTED_CLASSES[cls] = type(f"PolarRouted{cls.__name__}", (_RoutedAttention, cls), {})
+        attention.__class__ = _ROUTED_CLASSES[cls]
+    attention.polar_layer = layer
 
 
 def forward_context_tables() -> ContextTables:
@@ -116,64 +217,30 @@ def forward_context_tables() -> ContextTables:
     return metadata_by_layer, slots_by_layer
 
 
-def call_on_slots(
+def attend_on_slots(
     attention: nn.Module,
     tables: ContextTables,
     blocks: Sequence[SlotBlock],
-    call: Callable[..., _T],
-    *args: Any,
-) -> _T:
-    """Return ``call(*args)`` with ``attention`` running consecutive blocks of rows on KV slots.
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+) -> torch.Tensor:
+    """Attention of consecutive blocks of rows, each on its own KV slot and sub-batch.
 
     Each block's slot sees the block's attention metadata and slot mapping in the forward
-    context (``tables``) for the call, then its own again. With one block, ``attention`` simply
-    reads and writes that block's slot. With several, a call of ``attention`` runs each block of
-    its query, key and value rows as a call of its own against that block's slot and
-    concatenates the outputs, so the layer's projections and MLP run once for all rows.
-    """
+    context (``tables``) for its call, then its own again; the outputs are concatenated."""
     metadata_by_layer, slots_by_layer = tables
-    saved = [(name, metadata_by_layer[name], slots_by_layer[name]) for name, *_ in blocks]
-    for name, metadata, slot_mapping, _ in blocks:
-        metadata_by_layer[name] = metadata
-        slots_by_layer[name] = slot_mapping
-    own_name = attention.layer_name
-    split = len(blocks) > 1
-    if split:
-        attention.forward = _split_forward(attention, [(name, rows) for name, *_, rows in blocks])
-    else:
-        attention.layer_name = blocks[0][0]
-    try:
-        return call(*args)
-    finally:
-        if split:
-            del attention.forward
-        attention.layer_name = own_name
-        for name, metadata, slot_mapping in saved:
-            metadata_by_layer[name] = metadata
-            slots_by_layer[name] = slot_mapping
-
-
-def _split_forward(attention: nn.Module, blocks: Sequence[tuple[str, int]]) -> Callable:
-    """``attention.forward`` that runs each ``(slot name, rows)`` block on its own slot."""
-    forward = type(attention).forward
-
-    def split_forward(
-        query: torch.Tensor,
-        key: torch.Tensor,
-        value: torch.Tensor,
-        output_shape: torch.Size | None = None,
-        output_dtype: torch.dtype | None = None,
-    ) -> torch.Tensor:
-        if output_shape is not None:
-            raise NotImplementedError("PoLar cannot split attention with an explicit output shape")
-        outputs = []
-        start = 0
-        for slot_name, rows in blocks:
-            end = start + rows
-            with attention_slot(attention, slot_name):
-                block = (query[start:end], key[start:end], value[start:end])
-                outputs.append(forward(attention, *block, output_dtype=output_dtype))
-            start = end
-        return torch.cat(outputs)
-
-    return split_forward
+    outputs = []
+    start = 0
+    for name, metadata, slot_mapping, rows in blocks:
+        end = start + rows
+        saved = metadata_by_layer[name], slots_by_layer[name]
+        metadata_by_layer[name], slots_by_layer[name] = metadata, slot_mapping
+        try:
+            outputs.append(
+                attention.slot_forward(name, query[start:end], key[start:end], value[start:end])
+            )
+        finally:
+            metadata_by_layer[name], slots_by_layer[name] = saved
+        start = end
+    return outputs[0] if len(outputs) == 1 else torch.cat(outputs)

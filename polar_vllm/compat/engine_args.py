@@ -3,11 +3,11 @@ settings the PoLar decoder loop needs.
 
 When ``additional_config`` holds ``"polar"``, :func:`polar_engine_config` (installed around
 ``EngineArgs.create_engine_config``) makes vLLM build the PoLar subclass of the model's own
-class (and refuses a model of any other architecture) and runs the model eagerly (a CUDA
-graph or compiled graph would freeze one batch's programs) on the V1 model runner (the one
+class (and refuses a model of any other architecture) on the V1 model runner (the one
 :mod:`.model_runner` hooks; vLLM may pick its V2 runner on GPUs), and refuses vLLM settings
-under which KV blocks cannot follow programs (:mod:`.kv_cache_groups`). Without ``"polar"`` it
-changes nothing.
+under which KV blocks cannot follow programs (:mod:`.kv_cache_groups`). Compilation is left as
+the user set it: vLLM's default compiles, ``enforce_eager=True`` runs eagerly
+(:mod:`.compiled_layers`). Without ``"polar"`` it changes nothing.
 
 It also raises oneDNN's primitive cache (:data:`ONEDNN_CACHE_ENV`, unless the user set it;
 only vLLM's CPU path uses oneDNN, other devices ignore it). vLLM's CPU GEMMs build one
@@ -86,7 +86,6 @@ def polar_engine_config(create_engine_config: Callable[..., Any]) -> Callable[..
         if settings is not None and not isinstance(self.hf_overrides, PolarArchitectureOverride):
             if settings.get("scheduling") == "program_aware":
                 self.scheduler_cls = "polar_vllm.compat.scheduler.ProgramAwareScheduler"
-            self.enforce_eager = True
             self.hf_overrides = PolarArchitectureOverride(self.hf_overrides)
             # The programs reach the model through the V1 model runner (see .model_runner);
             # the engine processes inherit this from the front end.

@@ -37,6 +37,7 @@ from polar_vllm.compat.kv_cache_manager import (
     POLAR_SLIDING_GROUP_ROLE,
     ProgramGroupManager,
     ProgramSlidingWindowManager,
+    polar_allocate_slots,
     polar_get_computed_blocks,
     polar_scheduler_init,
 )
@@ -210,6 +211,7 @@ def install_program_kv_hooks(wrap: Callable[[Any, str, Callable], None]) -> None
     wrap(core, "get_kv_cache_configs", polar_kv_cache_configs)
     wrap(Scheduler, "__init__", polar_scheduler_init)
     wrap(KVCacheManager, "get_computed_blocks", polar_get_computed_blocks)
+    wrap(KVCacheManager, "allocate_slots", polar_allocate_slots)
     wrap(KVCacheCoordinator, "get_num_blocks_to_allocate", polar_get_num_blocks_to_allocate)
     wrap(KVCacheCoordinator, "allocate_new_blocks", polar_allocate_new_blocks)
     wrap(KVCacheCoordinator, "remove_skipped_blocks", polar_remove_skipped_blocks)

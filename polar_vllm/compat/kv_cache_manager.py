@@ -15,6 +15,9 @@ vLLM's code.
 * ``KVCacheManager.get_computed_blocks``: a prefix-cache lookup over the request's own groups
   only (vLLM looks a block up in every group of one spec, and a block is never cached in a
   group its program skips), reconciled across attention types as vLLM's hybrid lookup does.
+* ``KVCacheManager.allocate_slots``: a running request's step that needs no new block and
+  fills no block to cache returns at once (:func:`polar_allocate_slots`), instead of asking
+  each of its groups four times.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 
 from vllm.v1.core.kv_cache_manager import KVCacheBlocks
 from vllm.v1.core.single_type_kv_cache_manager import FullAttentionManager, SlidingWindowManager
+from vllm.v1.request import RequestStatus
 
 from polar_vllm.compat.attention_slots import slot_of_layer_name
 from polar_vllm.compat.kv_coordinator import MEMBERSHIP_ATTR
@@ -40,6 +44,7 @@ __all__ = [
     "ProgramMembership",
     "ProgramSlidingWindowManager",
     "layout_of_groups",
+    "polar_allocate_slots",
     "polar_get_computed_blocks",
     "polar_scheduler_init",
 ]
@@ -178,7 +183,24 @@ def _attach_membership(scheduler: Any) -> None:
     for manager in managers:
         manager.membership = membership
     kv_cache_manager.polar_membership = membership
+    kv_cache_manager.polar_lockstep = _in_lockstep(kv_cache_manager)
     setattr(kv_cache_manager.coordinator, MEMBERSHIP_ATTR, membership)
+
+
+def _in_lockstep(kv_cache_manager: Any) -> bool:
+    """Whether the groups a request enters always hold the same number of its blocks, and
+    cache the same: full attention everywhere, one block size (which is also the hash block
+    size), no speculative or retained groups. Then one group answers for all of them."""
+    coordinator = kv_cache_manager.coordinator
+    managers = coordinator.single_type_managers
+    block_sizes = {manager.block_size for manager in managers}
+    return (
+        all(type(manager) is ProgramGroupManager for manager in managers)
+        and block_sizes == {coordinator.block_pool.hash_block_size}
+        and not getattr(coordinator, "eagle_group_ids", None)
+        and not getattr(kv_cache_manager, "retained_hit_group_ids", None)
+        and not getattr(coordinator, "num_reprefillable_tokens", 0)
+    )
 
 
 def polar_scheduler_init(init: Callable[..., None]) -> Callable[..., None]:
@@ -210,6 +232,81 @@ def polar_get_computed_blocks(get_computed_blocks: Callable[..., Any]) -> Callab
         return _lookup_in_groups(self, request, groups)
 
     return wrapper
+
+
+def polar_allocate_slots(allocate_slots: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap ``KVCacheManager.allocate_slots``: a running request's step that needs no new KV
+    block and fills no block to prefix-cache (most decode steps) returns vLLM's empty result
+    at once.
+
+    vLLM asks every group of the request four times per step (blocks to drop, blocks to
+    allocate, new blocks, blocks to cache), and with PoLar's groups (one per layer and pass)
+    that is hundreds of calls per request per step. When the groups are in lockstep
+    (``_in_lockstep``: each entered group holds the same blocks count for the request, since
+    they grow by the same token counts), the request's first group answers for all: if it
+    holds the slots this step needs and has cached every full block, so do the others, and
+    vLLM's calls would all answer "nothing". Any other step takes vLLM's path."""
+
+    @functools.wraps(allocate_slots)
+    def wrapper(
+        self: Any,
+        request: Any,
+        num_new_tokens: int,
+        num_new_computed_tokens: int = 0,
+        new_computed_blocks: Any = None,
+        num_lookahead_tokens: int = 0,
+        num_external_computed_tokens: int = 0,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
+        if (
+            getattr(self, "polar_lockstep", False)
+            and not args
+            and not num_new_computed_tokens
+            and not num_external_computed_tokens
+            and (new_computed_blocks is None or not any(new_computed_blocks.blocks))
+            and not kwargs.get("num_encoder_tokens")
+            and not kwargs.get("full_sequence_must_fit")
+            and request.status == RequestStatus.RUNNING
+            and _needs_nothing(self, request, num_new_tokens + num_lookahead_tokens)
+        ):
+            return self.empty_kv_cache_blocks
+        return allocate_slots(
+            self,
+            request,
+            num_new_tokens,
+            num_new_computed_tokens,
+            new_computed_blocks,
+            num_lookahead_tokens,
+            num_external_computed_tokens,
+            *args,
+            **kwargs,
+        )
+
+    return wrapper
+
+
+def _needs_nothing(kv_cache_manager: Any, request: Any, num_new_slots: int) -> bool:
+    """Whether ``request``'s groups already hold its next ``num_new_slots`` slots and have
+    cached every block it has filled (asked of its first and last group; the others are in
+    lockstep with them)."""
+    groups = kv_cache_manager.polar_membership.ordered_groups(request.request_id)
+    if not groups:
+        return True
+    managers = kv_cache_manager.coordinator.single_type_managers
+    computed = min(request.num_computed_tokens, kv_cache_manager.max_model_len)
+    need_slots = min(computed + num_new_slots, kv_cache_manager.max_model_len)
+    cacheable = min(computed + num_new_slots, request.num_tokens)
+    for group in (groups[0], groups[-1]):
+        manager = managers[group]
+        held = manager.req_to_blocks.get(request.request_id)
+        if held is None or len(held) * manager.block_size < need_slots:
+            return False
+        if manager.enable_caching and manager.kv_cache_spec.prefix_cacheable:
+            cached = manager.num_cached_block.get(request.request_id, 0)
+            if cached < cacheable // manager.block_size:
+                return False
+    return True
 
 
 def _lookup_in_groups(

@@ -36,12 +36,14 @@ from polar_vllm.compat.attention_metadata import (
 from polar_vllm.compat.attention_slots import (
     ContextTables,
     SlotBlock,
-    attention_slot,
-    call_on_slots,
+    attend_on_slots,
     forward_context_tables,
     make_slot_attention,
+    route_attention,
+    routing_to,
     slot_layer_name,
 )
+from polar_vllm.compat.compiled_layers import CompiledLayers, compiled_path_refusal, runs_compiled
 from polar_vllm.engine.config import PolarConfig, polar_settings
 from polar_vllm.engine.request_programs import PolarBatch
 from polar_vllm.executor import BatchPlan, StepPlan, plan_batch, run_plan
@@ -51,7 +53,8 @@ __all__ = ["PolarCausalLMMixin"]
 
 
 class _StepRunner:
-    """Runs one schedule step of one forward (the executor core's ``LayerFn``).
+    """Runs one schedule step of one forward (the executor core's ``LayerFn``), and the
+    attention of its layer (the active attention call of the routed attention layers).
 
     Everything a sub-batch step needs besides its rows (the attention metadata and slot mapping
     of its requests, per KV slot, and their positions) is built for all steps of the plan
@@ -64,22 +67,30 @@ class _StepRunner:
         self.positions = positions
         self.tables: ContextTables | None = None
         self.step_inputs: dict[int, tuple[list[SlotBlock], torch.Tensor]] = {}
+        self.step: StepPlan | None = None  # the step whose layer runs now
         if not plan.is_dense:
             self._prepare_sub_batches(plan)
 
     def __call__(
         self, step: StepPlan, hidden_states: torch.Tensor, residual: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        layer = self.model.model.layers[step.layer]
-        attention = layer.self_attn.attn
+        self.step = step
+        positions = self.positions if step.is_dense else self.step_inputs[id(step)][1]
+        return self.model.polar_layer_call(step.layer, positions, hidden_states, residual)
+
+    def attend(
+        self, layer: int, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
+    ) -> torch.Tensor:
+        """The attention of layer ``layer`` in the running step, on its rows' KV slots."""
+        step = self.step
+        if step is None or step.layer != layer:
+            raise RuntimeError(f"attention of layer {layer} called outside its schedule step")
+        attention = self.model.model.layers[layer].self_attn.attn
         if step.is_dense:
-            slot_name = self.model.polar_slot_name(step.layer, step.slots[0].pass_index)
-            with attention_slot(attention, slot_name):
-                return layer(self.positions, hidden_states, residual)
-        blocks, positions = self.step_inputs[id(step)]
-        return call_on_slots(
-            attention, self.tables, blocks, layer, positions, hidden_states, residual
-        )
+            slot_name = self.model.polar_slot_name(layer, step.slots[0].pass_index)
+            return attention.slot_forward(slot_name, query, key, value)
+        blocks = self.step_inputs[id(step)][0]
+        return attend_on_slots(attention, self.tables, blocks, query, key, value)
 
     def _prepare_sub_batches(self, plan: BatchPlan) -> None:
         """Fill ``step_inputs`` for every sub-batch step of ``plan``.
@@ -94,7 +105,7 @@ class _StepRunner:
             if step.is_dense:
                 continue
             attention = self.model.model.layers[step.layer].self_attn.attn
-            blocks = []
+            blocks: list[SlotBlock] = []
             for slot in step.slots:
                 slot_name = self.model.polar_slot_name(step.layer, slot.pass_index)
                 batch_metadata = metadata_by_layer[slot_name]
@@ -146,12 +157,16 @@ class PolarCausalLMMixin:
         for layer_index in range(depth):
             base = self.model.layers[layer_index].self_attn.attn
             check_attention_backend(base.attn_backend.get_name())
+            route_attention(base, layer_index)
             self._slot_names[layer_index, 0] = base.layer_name
             for pass_index in range(1, self.polar_config.slot_passes(layer_index)):
                 slot = pass_index * depth + layer_index
                 name = slot_layer_name(model_prefix, slot)
                 self.model.polar_slots[str(slot)] = make_slot_attention(base, name, vllm_config)
                 self._slot_names[layer_index, pass_index] = name
+        self.polar_compiled_layers = (
+            CompiledLayers(self.model.layers, vllm_config) if runs_compiled(vllm_config) else None
+        )
 
     def polar_slot_name(self, layer_index: int, pass_index: int) -> str:
         """The layer name of the KV slot of pass ``pass_index`` of layer ``layer_index``."""
@@ -162,6 +177,18 @@ class PolarCausalLMMixin:
                 f"layer {layer_index} has no KV slot for pass {pass_index + 1} "
                 f"(loop_layers / max_passes settings)"
             ) from None
+
+    def polar_layer_call(
+        self,
+        index: int,
+        positions: torch.Tensor,
+        hidden_states: torch.Tensor,
+        residual: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decoder layer ``index`` on these rows: its compiled code, or the layer itself."""
+        if self.polar_compiled_layers is None:
+            return self.model.layers[index](positions, hidden_states, residual)
+        return self.polar_compiled_layers.call(index, positions, hidden_states, residual)
 
     @contextmanager
     def polar_batch(self, batch: PolarBatch | None) -> Iterator[None]:
@@ -195,7 +222,11 @@ class PolarCausalLMMixin:
             batch.programs, batch.query_lens, hidden_states.device, num_tokens=num_tokens
         )
         step_runner = _StepRunner(self, positions, plan)
-        hidden_states, residual = run_plan(plan, hidden_states, None, step_runner)
+        # Compiled layers have no first-layer path (residual None); a zero residual gives
+        # the same values (see run_plan).
+        residual = None if self.polar_compiled_layers is None else torch.zeros_like(hidden_states)
+        with routing_to(step_runner.attend):
+            hidden_states, residual = run_plan(plan, hidden_states, residual, step_runner)
         if residual is None:
             return decoder.norm(hidden_states)
         hidden_states, _ = decoder.norm(hidden_states, residual)
@@ -209,9 +240,10 @@ def _check_supported(vllm_config: Any) -> None:
         problems.append("pipeline parallelism")
     if vllm_config.speculative_config is not None:
         problems.append("speculative decoding")
-    if not vllm_config.model_config.enforce_eager:
-        problems.append("CUDA graphs / torch.compile (set enforce_eager=True)")
     if vllm_config.use_v2_model_runner:
         problems.append("the V2 model runner (set VLLM_USE_V2_MODEL_RUNNER=0)")
     if problems:
         raise NotImplementedError(f"PoLar does not support {', '.join(problems)} yet")
+    refusal = compiled_path_refusal(vllm_config)
+    if refusal is not None:
+        raise NotImplementedError(refusal)
