@@ -21,7 +21,7 @@ the ratio to ``dense`` and to the ideal (``dense`` x layer-token work); writes
     python benchmarks/executor_graphs.py --quick                                    # CPU, eager
     python benchmarks/executor_graphs.py --device cuda --capture --tag qwen05b      # Qwen2.5-0.5B
     python benchmarks/executor_graphs.py --device cuda --capture --layers 32 --hidden 4096 \\
-        --intermediate 14336 --heads 32 --kv-heads 8 --tag llama8b                  # Llama-8B
+        --intermediate 14336 --heads 32 --kv-heads 8 --head-dim 128 --tag llama8b    # Llama-8B
 """
 
 from __future__ import annotations

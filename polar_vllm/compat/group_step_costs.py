@@ -120,6 +120,7 @@ def _build_once_for_all_groups(runner: Any) -> None:
         or runner.speculative_config is not None
     ):
         return
+
     def build(*args: Any, **kwargs: Any) -> Any:
         # vLLM's method as the class has it when called (wrappers installed later included).
         return type(runner)._build_attention_metadata(runner, *args, **kwargs)

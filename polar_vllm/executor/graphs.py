@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -60,17 +61,19 @@ def bucket_for(rows: int, buckets: Sequence[int]) -> int:
 class _Piece:
     """One piece on fixed input views with fixed outputs; made by running it once."""
 
-    def __init__(self, run: Callable[[], tuple[torch.Tensor, torch.Tensor]], graph: bool) -> None:
+    def __init__(self, run: Callable[[], tuple[torch.Tensor, torch.Tensor]], pool: Any) -> None:
         self.run = run
         self.graph: torch.cuda.CUDAGraph | None = None
-        if graph:
+        if pool is not None:
             stream = torch.cuda.Stream()
             stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(stream):
                 run()  # warm-up outside the capture, as CUDA graphs need
             torch.cuda.current_stream().wait_stream(stream)
             self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
+            # One memory pool for all pieces: what a capture frees, later captures reuse
+            # (pieces replay one after another); outputs stay held by their pieces.
+            with torch.cuda.graph(self.graph, pool=pool):
                 self.outputs = run()
             self.graph.replay()  # capturing ran nothing; pieces are idempotent
         else:
@@ -117,7 +120,7 @@ class GraphedPlanRunner:
             raise ValueError("CUDA graphs need a CUDA device")
         self.buckets = (*(b for b in buckets if b < max_tokens), max_tokens)
         self.pre, self.post, self.attention = pre, post, attention
-        self.capture = capture
+        self.pool = torch.cuda.graph_pool_handle() if capture else None
         self.sink = max_tokens  # the stream's last row
         self.stream = torch.zeros((2, max_tokens + 1, hidden_size), dtype=dtype, device=device)
         self.index = {
@@ -162,7 +165,7 @@ class GraphedPlanRunner:
                     self.stream[1].index_copy_(0, self.index[bucket], residual)
                 return hidden, residual
 
-        self.pieces[key] = _Piece(run, self.capture)
+        self.pieces[key] = _Piece(run, self.pool)
         return self.pieces[key].outputs
 
     def _run_step(self, step: StepPlan, num_tokens: int) -> None:

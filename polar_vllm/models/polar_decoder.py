@@ -18,6 +18,13 @@ Pass ``p`` of layer ``l`` reads and writes KV slot ``p * D + l``: its own ``Atte
 (``model.polar_slots.{p * D + l}``) behind the layer's projections. Tokens that skip a
 (layer, pass) never touch its slot, so generating with the cache computes exactly what
 recomputing the whole sequence through the program would.
+
+Each layer's own ``Attention`` is routed
+(:func:`~polar_vllm.compat.attention_slots.route_attention`): the step runner is the attention
+call of the running forward and picks the slot and the sub-batch. So in vLLM's default
+compiled mode each layer runs its compiled code
+(:class:`~polar_vllm.compat.compiled_layers.CompiledLayers`) with the attention between its
+compiled pieces, and with ``enforce_eager`` the layer itself.
 """
 
 from __future__ import annotations
