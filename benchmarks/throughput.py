@@ -1,6 +1,7 @@
 """Generated tokens/s of PoLar vLLM against stock vLLM, side by side in one run.
 
-Two engines live in this process: stock vLLM and PoLar vLLM on the same model and settings.
+Two engines live in this process (three with ``--eager-stock-row``): stock vLLM and PoLar vLLM
+on the same model and settings, both in vLLM's default compiled mode unless ``--eager``.
 For each batch size, the same prompts run through stock vLLM and through PoLar under each
 program set, in alternating order, ``--repeats`` times; every request generates exactly
 ``--max-tokens`` tokens (``ignore_eos``), so all variants do the same number of decode steps.

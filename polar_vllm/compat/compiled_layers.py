@@ -30,9 +30,6 @@ from torch import nn
 
 __all__ = ["CompiledLayers", "compiled_path_refusal", "runs_compiled"]
 
-LayerCall = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-"""``call(positions, hidden_states, residual) -> (hidden_states, residual)`` of one layer."""
-
 
 def runs_compiled(vllm_config: Any) -> bool:
     """Whether vLLM would compile this model: not ``enforce_eager``, a compilation mode set."""

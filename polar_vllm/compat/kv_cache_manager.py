@@ -243,8 +243,8 @@ def polar_allocate_slots(allocate_slots: Callable[..., Any]) -> Callable[..., An
     allocate, new blocks, blocks to cache), and with PoLar's groups (one per layer and pass)
     that is hundreds of calls per request per step. When the groups are in lockstep
     (``_in_lockstep``: each entered group holds the same blocks count for the request, since
-    they grow by the same token counts), the request's first group answers for all: if it
-    holds the slots this step needs and has cached every full block, so do the others, and
+    they grow by the same token counts), its first and last groups answer for all: if they
+    hold the slots this step needs and have cached every full block, so do the others, and
     vLLM's calls would all answer "nothing". Any other step takes vLLM's path."""
 
     @functools.wraps(allocate_slots)
