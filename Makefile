@@ -32,7 +32,7 @@ demo: setup
 	$(BIN)/python -m polar_vllm.cli.demo
 
 test: model
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" --durations=15
 
 test-full: model
 	$(BIN)/python -m pytest -q

@@ -76,6 +76,7 @@ from polar_vllm.predictor.static_skip import layer_importance, static_skip_progr
 from polar_vllm.predictor.storage import build_head
 from polar_vllm.predictor.training import encode_set, train_head
 from polar_vllm.program import format_program, full_program, parse_program
+from polar_vllm.search.config import load_search_config
 from polar_vllm.search.generation import GenerationRequest, ReferenceProgramGenerator
 from polar_vllm.search.labels import LabelRecord
 
@@ -394,11 +395,15 @@ def test_run_configs_parse(tmp_path: Path) -> None:
         settings = load_settings(REPO / f"configs/predictor/{name}.yaml")
         assert settings.model == "smollm2-135m"
     qwen = load_settings(REPO / "configs/predictor/qwen.yaml")
-    assert qwen.train.head == "candidates" and qwen.eval.count_per_level >= 200
-    assert set(qwen.eval.dense_labels) == {*qwen.train.labels, *qwen.train.val_labels}
+    assert qwen.train.head == "candidates" and qwen.eval.count_per_level >= 100
+    labelled = {*qwen.train.labels, *qwen.train.val_labels, *qwen.train.family_labels}
+    assert set(qwen.eval.dense_labels) == labelled == set(qwen.eval.exclude_labels)
+    # the held-out family is in no label run, and every trained family is evaluated
+    assert qwen.train.gate_by_family and qwen.eval.ood_families == ("first_person",)
+    families = {load_search_config(REPO / "configs/search/qwen_dense_wordings.yaml").families}
+    assert families == {qwen.eval.families} and "first_person" not in qwen.eval.families
     mcts = load_settings(REPO / "configs/predictor/qwen_mcts.yaml")
     assert mcts.train.head == "polar_form" and mcts.train.val_labels == qwen.train.val_labels
-    assert qwen.eval.compare_predictors == (mcts.predictor_dir,)
     # the guard's hand-worded validation questions are not the hand-worded test questions
     guard_file = REPO / "configs/predictor/qwen_ood_val.jsonl"
     guard_questions = {p.question for p in load_jsonl(guard_file)}

@@ -350,10 +350,13 @@ def test_candidate_programs_are_single_moves_from_full():
     blocks = candidate_programs(space, 2)
     assert set(singles) < set(blocks) and len(blocks) == 1 + 16 + 16 + 15 + 15
     with pytest.raises(ValueError, match="max_block"):
-        candidate_programs(space, 0)
+        candidate_programs(space, -1)
     long_skip = tuple(range(4)) + tuple(range(12, 16))
     extended = candidate_programs(space, 1, [long_skip, singles[3], long_skip])
     assert extended == (*singles, long_skip)  # extras after the moves, each once
+    # max_block 0: a chosen candidate set, the full program first
+    chosen = candidate_programs(space, 0, [long_skip, full, singles[3], long_skip])
+    assert chosen == (full, long_skip, singles[3])
 
 
 def test_dense_config_candidates(tmp_path):

@@ -1,10 +1,11 @@
 """The demo behind ``make demo``: what the shipped predictor buys on Qwen2.5-Coder-0.5B.
 
 Held-out test questions of the generated arithmetic levels 1-3 (never searched, trained or
-calibrated on) run twice in ONE vLLM batch: at full depth (greedy, ``polar_program: "full"``)
-and with the program the shipped predictor picks for each question. A few hand-written
-programs (a repeated layer, skipped layers) run in the same batch. The demo prints some
-questions side by side and one summary line: accuracy and mean executed layers against greedy.
+calibrated on), and questions of a wording family the predictor never saw, run twice in ONE
+vLLM batch: at full depth (greedy, ``polar_program: "full"``) and with the program the shipped
+predictor picks for each question. A few hand-written programs (a repeated layer, skipped
+layers) run in the same batch. The demo prints some questions side by side and one summary
+line per group: accuracy and mean executed layers against greedy.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from polar_vllm.program import format_program, parse_program
 DEMO_MODEL = "qwen2.5-coder-0.5b"
 """The bundled model, and the name of its shipped predictor."""
 DEMO_LEVELS = (1, 2, 3)
+DEMO_HELD_OUT_FAMILIES = ("first_person",)
+"""A wording family the predictor never saw (:mod:`polar_vllm.data.wordings`): what it does
+on questions worded unlike any it learned from."""
 QUESTIONS_PER_LEVEL = 12
 SHOWN_PER_LEVEL = 3
 MAX_TOKENS = 16
@@ -61,7 +65,13 @@ def _test_questions(per_level: int) -> list[Any]:
     from polar_vllm.predictor.eval_run import build_items
     from polar_vllm.predictor.run_settings import EvalSettings
 
-    settings = EvalSettings(levels=DEMO_LEVELS, ood_levels=(), count_per_level=per_level)
+    settings = EvalSettings(
+        levels=DEMO_LEVELS,
+        ood_levels=(),
+        count_per_level=per_level,
+        ood_families=DEMO_HELD_OUT_FAMILIES,
+        family_count_per_level=per_level // 2,
+    )
     items, _ = build_items(settings)
     return items
 
@@ -123,21 +133,24 @@ def run_demo(per_level: int = QUESTIONS_PER_LEVEL, shown_per_level: int = SHOWN_
     ]
     print(f"\nPoLar vLLM on {DEMO_MODEL} ({depth} layers) with its shipped predictor;")
     print(f"{len(requests)} requests in one batch, greedy, {MAX_TOKENS} tokens.")
-    for level in DEMO_LEVELS:
-        group = [n for n, item in enumerate(items) if item.group == f"level {level}"]
-        for n in group[:shown_per_level]:
-            print(f"\n[level {level}] {questions[n]}  (answer {items[n].problem.answer})")
+    groups = dict.fromkeys(item.group for item in items)
+    for group in groups:
+        members = [n for n, item in enumerate(items) if item.group == group]
+        for n in members[:shown_per_level]:
+            print(f"\n[{group}] {questions[n]}  (answer {items[n].problem.answer})")
             print(_line("greedy", greedy[n]))
             print(_line("PoLar", polar[n]))
     print(f"\nHand-written programs on the first question (answer {items[0].problem.answer}):")
     for output, program in zip(outputs[2 * count :], HAND_WRITTEN_PROGRAMS, strict=True):
         print(_line("program", _answer(output, program, depth, items[0].problem.answer)))
-    print(
-        f"\nSummary over {count} test questions (levels {DEMO_LEVELS[0]}-{DEMO_LEVELS[-1]}): "
-        f"greedy {100 * statistics.fmean(a.right for a in greedy):.1f}% right at {depth} layers; "
-        f"PoLar {100 * statistics.fmean(a.right for a in polar):.1f}% right at "
-        f"{statistics.fmean(a.layers for a in polar):.1f} mean layers."
-    )
+    print(f"\nSummary over {count} test questions, greedy at {depth} layers against PoLar:")
+    for group in groups:
+        members = [n for n, item in enumerate(items) if item.group == group]
+        print(
+            f"  {group:<22} greedy {100 * statistics.fmean(greedy[n].right for n in members):5.1f}%"
+            f"   PoLar {100 * statistics.fmean(polar[n].right for n in members):5.1f}% at "
+            f"{statistics.fmean(polar[n].layers for n in members):.1f} mean layers"
+        )
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ stored in the predictor's ``config.yaml``:
   (``efficiency_cost: layers``), or the cheapest in served layer-tokens that is surely more
   accurate than the full program and than every static candidate within those layers
   (``efficiency_cost: served``, :func:`~.selection.pick_served`; the candidates are priced
-  from the answers stored with the validation labels, :mod:`.served_cost`).
+  from the answers stored with the validation labels, :mod:`.served_cost`); none is stored
+  when no point qualifies (e.g. no candidate is that short).
 
 The validation frontier (accuracy against mean executed layers) is written as JSON and PNG
 next to the predictor, with the full program and the best static candidate marked. Last, the
@@ -33,15 +34,19 @@ from typing import Any
 
 import torch
 
+from polar_vllm.data.wordings import family_of
 from polar_vllm.predictor.encoder import TextEncoder
 from polar_vllm.predictor.errors import PredictorError
 from polar_vllm.predictor.familiarity import (
     GUARD_FILE,
     FamiliarityGuard,
+    embed_questions,
     fit_guards,
+    guards_of_embeddings,
     question_embeddings,
     save_guard,
 )
+from polar_vllm.predictor.family_gate import choose_gate, held_out_family
 from polar_vllm.predictor.labels import read_labels
 from polar_vllm.predictor.predictor_config import (
     CONFIG_FILE,
@@ -69,6 +74,7 @@ from polar_vllm.predictor.training import (
     encode_questions,
     of_levels,
     plot_losses,
+    split_validation,
     train_head,
 )
 from polar_vllm.program import Program, format_program
@@ -94,22 +100,34 @@ GUARD_CHOICE_FILE = "guard_choice.json"
 GUARD_QUANTILES: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
 """The guard quantiles :func:`choose_guard` tries (from the settings' quantile up)."""
 
+FAMILY_GATE_QUANTILES: tuple[float, ...] = (0.7, 0.9)
+"""Further quantiles a gate chosen on held-out families may take: a gate that must keep
+every held-out family safe may need to send most questions to its fallback."""
+
 
 def candidate_set_of(records: Sequence[LabelRecord]) -> tuple[Program, ...]:
-    """The candidate programs of dense label records, in the order the first record ran them.
+    """The candidate programs every dense label record evaluated, in the order the first
+    record ran them: label runs of different candidate sets train a head on the programs
+    they share (a note is printed when some are left out).
 
-    Raises :class:`PredictorError` when the records do not all hold the same candidate set.
-    """
+    Raises :class:`PredictorError` when the records share no program besides, or without,
+    the full program."""
     if not records:
         raise PredictorError("no dense label records")
     programs = tuple(program for program, _ in records[0].evaluated)
+    common = set(programs)
     for record in records:
-        if {program for program, _ in record.evaluated} != set(programs):
-            raise PredictorError(
-                f"label {record.id!r} does not hold the candidate set of {records[0].id!r}: "
-                "a candidate predictor needs dense labels (search method: dense)"
-            )
-    return programs
+        common &= {program for program, _ in record.evaluated}
+    shared = tuple(program for program in programs if program in common)
+    full = tuple(range(records[0].depth))
+    if full not in common or len(shared) < 2:
+        raise PredictorError(
+            "the dense label records share no candidate besides the full program: a "
+            "candidate predictor needs dense labels (search method: dense) of one candidate set"
+        )
+    if len(shared) < len(programs) or any(len(r.evaluated) > len(shared) for r in records):
+        print(f"candidate set: the {len(shared)} programs every label record evaluated")
+    return shared
 
 
 def dense_matrix(records: Sequence[LabelRecord], programs: Sequence[Program]) -> torch.Tensor:
@@ -183,15 +201,25 @@ def _plot_frontier(report: dict[str, Any], path: Path) -> None:
 
 
 def _label_records(settings: RunSettings) -> tuple[list[LabelRecord], list[LabelRecord]]:
-    """The dense training and validation label records of ``settings``' levels."""
+    """The dense training and validation label records of ``settings``' levels: the
+    ``labels`` and ``val_labels`` files (without ``val_labels``, a seeded ``val_fraction`` of
+    the ``labels`` questions validates), and each wording family of ``family_labels`` cut
+    into both (every ``family_val_every``-th question of a family validates)."""
     options = settings.train
-    if not options.labels or not options.val_labels:
-        raise PredictorError(
-            "a candidate predictor needs dense training labels (train: labels) and dense "
-            "validation labels (train: val_labels) to choose its operating points on"
-        )
+    if not options.labels:
+        raise PredictorError("a candidate predictor needs dense training labels (train: labels)")
     train_records = of_levels(read_labels(options.labels), options.levels)
-    val_records = of_levels(read_labels(options.val_labels), options.levels)
+    if options.val_labels:
+        val_records = of_levels(read_labels(options.val_labels), options.levels)
+    else:
+        train_records, val_records = split_validation(
+            train_records, options.val_fraction, options.seed
+        )
+    seen: dict[str, int] = {}
+    for record in of_levels(read_labels(options.family_labels), options.levels):
+        index = seen[family_of(record.id)] = seen.get(family_of(record.id), -1) + 1
+        validates = index % options.family_val_every == options.family_val_every - 1
+        (val_records if validates else train_records).append(record)
     if not train_records or not val_records:
         raise PredictorError(
             f"no dense {'training' if not train_records else 'validation'} label records"
@@ -230,6 +258,11 @@ def fit_familiarity_guard(
         config = read_config(out / CONFIG_FILE)
         encoder = TextEncoder(config.encoder, max_tokens=config.max_question_tokens)
     guard_labels = settings.train.guard_val_labels
+    if settings.train.gate_by_family:
+        guard, report = _family_gate(settings, out, encoder, train_records, val_records)
+        (out / GUARD_CHOICE_FILE).write_text(json.dumps(report, indent=1))
+        save_guard(out, guard)
+        return guard
     quantiles = [q for q in GUARD_QUANTILES if q > quantile] if guard_labels else []
     guards = fit_guards(
         encoder,
@@ -250,6 +283,94 @@ def fit_familiarity_guard(
         (out / GUARD_CHOICE_FILE).write_text(json.dumps(report, indent=1))
     save_guard(out, guard)
     return guard
+
+
+def _subset(data: EncodedSet, rows: Sequence[int]) -> EncodedSet:
+    assert data.candidates is not None
+    return replace(
+        data,
+        ids=[data.ids[r] for r in rows],
+        states=[data.states[r] for r in rows],
+        candidates=data.candidates[list(rows)],
+    )
+
+
+def _family_gate(
+    settings: RunSettings,
+    directory: Path,
+    encoder: TextEncoder,
+    train_records: Sequence[LabelRecord],
+    val_records: Sequence[LabelRecord],
+) -> tuple[FamiliarityGuard, dict[str, Any]]:
+    """The guard of the predictor in ``directory``, its quantile and fallback chosen on
+    held-out wording families (:mod:`.family_gate`): each family of the training and
+    validation records scored by a head trained without it, and the ``guard_val_labels``
+    questions by the trained head. Returns the guard and the choice's report."""
+    options = settings.train
+    predictor = load_predictor(directory, with_guard=False)
+    candidates = predictor.candidates
+    programs, depth = candidates.programs, predictor.config.depth
+    points = {name: OperatingPoint(**p) for name, p in predictor.config.operating_points.items()}
+    quantiles = [q for q in (*GUARD_QUANTILES, *FAMILY_GATE_QUANTILES)
+                 if q >= options.familiarity_quantile]  # fmt: skip
+    train_set = _encoded(train_records, encoder, programs)
+    val_set = _encoded(val_records, encoder, programs)
+    train_emb = embed_questions(encoder, [r.question for r in train_records])
+    val_emb = embed_questions(encoder, [r.question for r in val_records])
+    train_families = [family_of(r.id) for r in train_records]
+    val_families = [family_of(r.id) for r in val_records]
+    common = {"quantiles": quantiles, "points": points, "lengths": candidates.lengths,
+              "depth": depth, "full_index": candidates.full_index}  # fmt: skip
+    held_out = []
+    for family in dict.fromkeys([*train_families, *val_families]):
+        keep_train = [i for i, f in enumerate(train_families) if f != family]
+        keep_val = [i for i, f in enumerate(val_families) if f != family]
+        if not keep_train or not keep_val:
+            raise PredictorError(f"holding out family {family!r} leaves no training questions")
+        fold_train = _subset(train_set, keep_train)
+        fold = train_head(predictor.config, fold_train, _subset(val_set, keep_val), options)
+        rows_train = [i for i, f in enumerate(train_families) if f == family]
+        rows_val = [i for i, f in enumerate(val_families) if f == family]
+        held = [_subset(train_set, rows_train), _subset(val_set, rows_val)]
+        held_out.append(
+            held_out_family(
+                family,
+                torch.cat([h.candidates for h in held]),
+                torch.cat([_probabilities(fold.head, h) for h in held]),
+                torch.cat([train_emb[rows_train], val_emb[rows_val]]),
+                reference=train_emb[keep_train],
+                val_embeddings=val_emb[keep_val],
+                static_index=best_static(fold_train.candidates),
+                **common,
+            )
+        )
+    if options.guard_val_labels:
+        records = read_labels(options.guard_val_labels)
+        if not set(programs) <= set(candidate_set_of(records)):
+            raise PredictorError("guard_val_labels must hold every candidate of the predictor")
+        probs, embeddings = head_outputs(predictor, [r.question for r in records])
+        held_out.append(
+            held_out_family(
+                "guard_val_labels",
+                dense_matrix(records, programs),
+                probs,
+                embeddings,
+                reference=train_emb,
+                val_embeddings=val_emb,
+                static_index=best_static(train_set.candidates),
+                **common,
+            )
+        )
+    quantile, fallback, report = choose_gate(held_out, quantiles)
+    guard = replace(
+        guards_of_embeddings(train_emb, val_emb, [quantile])[0],
+        fallback=None
+        if fallback == "full"
+        else format_program(programs[best_static(train_set.candidates)]),
+    )
+    report["fallback_strategy"] = report["chosen_fallback"]
+    report["chosen_fallback"] = guard.fallback or "full"  # the program, as choose_guard reports
+    return guard, report
 
 
 def choose_guard(
@@ -281,8 +402,8 @@ def choose_guard(
     if candidates is None:
         raise PredictorError("a familiarity guard is chosen for a candidate predictor only")
     pooled_records = [*records, *val_records]
-    if set(candidate_set_of(pooled_records)) != set(candidates.programs):
-        raise PredictorError("guard_val_labels must hold the predictor's candidate set")
+    if not set(candidates.programs) <= set(candidate_set_of(pooled_records)):
+        raise PredictorError("guard_val_labels must hold every candidate of the predictor")
     correct = dense_matrix(pooled_records, candidates.programs)
     probs, embeddings = head_outputs(predictor, [record.question for record in pooled_records])
     depth, full = predictor.config.depth, candidates.full_index
@@ -405,8 +526,13 @@ def train_candidates(
     budget = options.efficiency_layers * depth
     within = candidates.lengths <= budget
     best_short = float(val_set.candidates[:, within].mean(dim=0).max()) if within.any() else 0.0
-    efficiency = pick_served(points, budget, best_short) if served else pick_point(points, budget)
-    chosen = {"accuracy": pick_point(points, depth), "efficiency": efficiency}
+    chosen = {"accuracy": pick_point(points, depth)}
+    try:
+        chosen["efficiency"] = (
+            pick_served(points, budget, best_short) if served else pick_point(points, budget)
+        )
+    except ValueError as error:  # e.g. no candidate is short enough: the accuracy point alone
+        print(f"no efficiency operating point is stored: {error} on the validation questions")
     all_correct = torch.cat([train_set.candidates, val_set.candidates])
     rates = all_correct.mean(dim=0)
     best = best_static(all_correct)
@@ -462,8 +588,10 @@ def _served_costs(
 ) -> torch.Tensor:
     """Served layer-tokens [Q, C] of every candidate on the validation ``records``, priced
     with the model's tokenizer and LM head from the answers stored with the labels."""
+    options = settings.train
+    paths = [*(options.val_labels or options.labels), *options.family_labels]
     tokenizer, head = pricing(settings.model)
-    return candidate_costs(records, programs, settings.train.val_labels, tokenizer, head).cost
+    return candidate_costs(records, programs, paths, tokenizer, head).cost
 
 
 def _metrics(point: CalibratedPoint) -> dict[str, float | None]:

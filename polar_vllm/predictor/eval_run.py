@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from polar_vllm.data import build_prompt, generate_problems, load_jsonl, split_problems
+from polar_vllm.data.wordings import generate_family
 from polar_vllm.models.bundled import resolve_model
 from polar_vllm.predictor.candidate_training import (
     FRONTIER_FILE,
@@ -16,6 +17,7 @@ from polar_vllm.predictor.candidate_training import (
 )
 from polar_vllm.predictor.errors import PredictorError
 from polar_vllm.predictor.evaluation import EvalItem, evaluate, write_results
+from polar_vllm.predictor.familiarity import embed_questions
 from polar_vllm.predictor.labels import read_labels
 from polar_vllm.predictor.oracle import oracle_summary
 from polar_vllm.predictor.run_settings import EvalSettings, RunSettings
@@ -30,13 +32,15 @@ __all__ = [
     "build_items",
     "compared_predictors",
     "frontier_variants",
+    "gate_fires",
     "run_eval",
     "vllm_generator",
 ]
 
 
 def build_items(settings: EvalSettings) -> tuple[list[EvalItem], list[str]]:
-    """Test problems (per level, held-out levels and files) and calibration questions.
+    """Test problems (per level, held-out levels, files and wording families) and calibration
+    questions.
 
     Generated problems of each level are split with ``settings.split`` and ``data_seed``; the
     test part is evaluated (``count_per_level`` of them) and the training part of the
@@ -59,6 +63,22 @@ def build_items(settings: EvalSettings) -> tuple[list[EvalItem], list[str]]:
     for path in settings.ood_files:
         problems = load_jsonl(path, limit=settings.count_per_level, skip_non_numeric=True)
         items.extend(EvalItem(p, f"ood {Path(path).name.split('.')[0]}", True) for p in problems)
+    for families, ood in ((settings.families, False), (settings.ood_families, True)):
+        for family in families:
+            problems = [
+                p
+                for level in settings.levels
+                for p in generate_family(
+                    family, level, settings.family_count_per_level * 2, settings.family_seed
+                )
+                if p.question not in excluded
+            ]
+            per_level = [
+                [p for p in problems if p.level == level][: settings.family_count_per_level]
+                for level in settings.levels
+            ]
+            group = f"{'ood ' if ood else ''}family {family}"
+            items.extend(EvalItem(p, group, ood) for row in per_level for p in row)
     step = max(1, len(calibration) // max(settings.calibration_questions, 1))
     return items, calibration[::step][: settings.calibration_questions]
 
@@ -114,6 +134,18 @@ def compared_predictors(directories: Sequence[str], depth: int, model: str) -> d
         )
         for directory in directories
     }
+
+
+def gate_fires(predictor: Predictor, items: Sequence[EvalItem]) -> dict[str, float]:
+    """Per group of ``items``, the share of questions the predictor's familiarity guard sends
+    to its fallback program (at every operating point it applies to)."""
+    embeddings = embed_questions(predictor.encoder, [item.problem.question for item in items])
+    unfamiliar = (~predictor.guard.familiar(embeddings)).tolist()
+    groups: dict[str, list[bool]] = {}
+    for item, fires in zip(items, unfamiliar, strict=True):
+        groups.setdefault(item.group, []).append(fires)
+        groups.setdefault("ood" if item.ood else "in_distribution", []).append(fires)
+    return {group: sum(flags) / len(flags) for group, flags in groups.items()}
 
 
 def vllm_generator(model_dir: str, dtype: str) -> ProgramGenerator:
@@ -187,6 +219,8 @@ def run_eval(settings: RunSettings) -> dict[str, Any]:
         "static_programs": {name: format_program(p) for name, p in static_programs.items()},
         **results,
     }
+    if predictor.guard is not None:
+        results["gate_fires"] = gate_fires(predictor, items)
     if options.oracle_labels:
         oracle_records = read_labels(options.oracle_labels)
         results["oracle"] = oracle_summary(oracle_records, results["items"], depth)

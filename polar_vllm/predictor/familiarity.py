@@ -37,6 +37,7 @@ __all__ = [
     "FamiliarityGuard",
     "embed_questions",
     "fit_guards",
+    "guards_of_embeddings",
     "load_guard",
     "question_embeddings",
     "save_guard",
@@ -94,15 +95,28 @@ def fit_guards(
 ) -> list[FamiliarityGuard]:
     """One guard per quantile, sharing one reference: each threshold sends that share of
     ``val_questions`` (the least familiar ones) to the full program (the default fallback)."""
+    if not train_questions or not val_questions:
+        raise PredictorError("the familiarity guard needs training and validation questions")
+    return guards_of_embeddings(
+        embed_questions(encoder, list(dict.fromkeys(train_questions))),
+        embed_questions(encoder, val_questions),
+        quantiles,
+    )
+
+
+def guards_of_embeddings(
+    reference: torch.Tensor, val_embeddings: torch.Tensor, quantiles: Sequence[float]
+) -> list[FamiliarityGuard]:
+    """:func:`fit_guards` from embeddings already computed: the training questions'
+    ``reference`` [N, E] and the validation questions' [V, E]."""
     for quantile in quantiles:
         if not 0.0 <= quantile < 1.0:
             raise PredictorError(f"familiarity quantile must be in [0, 1), got {quantile}")
-    if not train_questions or not val_questions:
+    if reference.shape[0] == 0 or val_embeddings.shape[0] == 0:
         raise PredictorError("the familiarity guard needs training and validation questions")
-    reference = embed_questions(encoder, list(dict.fromkeys(train_questions)))
     # Rounded to float16 as stored, so a fitted guard and its loaded copy agree exactly.
     unfitted = FamiliarityGuard(reference.half().float(), threshold=0.0, quantile=0.0)
-    val_familiarity = unfitted.familiarity(embed_questions(encoder, val_questions))
+    val_familiarity = unfitted.familiarity(val_embeddings)
     return [
         FamiliarityGuard(unfitted.reference, float(torch.quantile(val_familiarity, q)), q)
         for q in quantiles

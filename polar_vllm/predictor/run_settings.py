@@ -45,6 +45,8 @@ class TrainSettings:
         val_fraction: Share of questions held out for validation when ``val_labels`` is empty.
         epochs, batch_size, lr, weight_decay: Optimisation (AdamW, cosine schedule); a batch is
             ``batch_size`` questions.
+        patience: Stop once this many epochs in a row bring no lower validation loss (the
+            best epoch is kept either way); ``null``: run every epoch.
         max_paths: Valid paths kept per question.
         full_path_weight: Weight of the full program when a shorter valid program exists.
         seed: Seed of initialisation, validation split, shuffling and dropout.
@@ -73,6 +75,16 @@ class TrainSettings:
             fallback (the full program or the best static program) are chosen on
             them, from ``familiarity_quantile`` up
             (:func:`~polar_vllm.predictor.candidate_training.choose_guard`).
+        family_labels: Dense labels of questions in several wording families
+            (:mod:`polar_vllm.data.wordings`; a question's family is named by its id,
+            :func:`~polar_vllm.data.wordings.family_of`). Every ``family_val_every``-th
+            question of each family (in file order) joins the validation questions, the rest
+            the training questions.
+        family_val_every: See ``family_labels``.
+        gate_by_family: Choose the guard's quantile and fallback on held-out wording families
+            (:mod:`~polar_vllm.predictor.family_gate`): every family of the training labels
+            (the story generator's included) is scored by a head trained without it, and the
+            ``guard_val_labels`` questions by the trained head, which never saw them.
     """
 
     labels: tuple[str, ...] = ()
@@ -82,6 +94,7 @@ class TrainSettings:
     batch_size: int = 128
     lr: float = 5e-4
     weight_decay: float = 0.01
+    patience: int | None = None
     max_paths: int = 50
     full_path_weight: float = 0.3
     seed: int = 0
@@ -93,8 +106,17 @@ class TrainSettings:
     efficiency_cost: str = "layers"
     familiarity_quantile: float | None = DEFAULT_GUARD_QUANTILE
     guard_val_labels: tuple[str, ...] = ()
+    family_labels: tuple[str, ...] = ()
+    family_val_every: int = 3
+    gate_by_family: bool = False
 
     def __post_init__(self) -> None:
+        if self.patience is not None and self.patience < 1:
+            raise PredictorError(f"train patience must be >= 1 or null, got {self.patience!r}")
+        if self.family_val_every < 2:
+            raise PredictorError(
+                f"train family_val_every must be >= 2, got {self.family_val_every!r}"
+            )
         if self.familiarity_quantile is not None and not 0.0 <= self.familiarity_quantile < 1.0:
             raise PredictorError(
                 f"train familiarity_quantile must be in [0, 1) or null, got "
@@ -123,6 +145,13 @@ class EvalSettings:
         levels: In-distribution generated difficulty levels.
         ood_levels: Held-out generated levels (out of distribution).
         ood_files: Extra out-of-distribution JSONL files (GSM8K / ASDiv style).
+        families: Wording families (:mod:`polar_vllm.data.wordings`) the predictor trained
+            on: ``family_count_per_level`` test questions of each per level, drawn with
+            ``family_seed`` (questions of ``exclude_labels`` left out), reported per family.
+        ood_families: Wording families held out of training and of every choice: the
+            out-of-distribution test, drawn the same way, reported per family.
+        family_count_per_level: Test questions per family and level.
+        family_seed: Seed of the families' test questions (other than the labels' seed).
         count_per_level: Test questions per level.
         data_seed: Seed of the generated problems.
         split: Generated problems per level for train/val/test; the test part is evaluated.
@@ -154,6 +183,10 @@ class EvalSettings:
     levels: tuple[int, ...] = (1, 2, 3, 4)
     ood_levels: tuple[int, ...] = (5,)
     ood_files: tuple[str, ...] = ()
+    families: tuple[str, ...] = ()
+    ood_families: tuple[str, ...] = ()
+    family_count_per_level: int = 20
+    family_seed: int = 1
     count_per_level: int = 100
     data_seed: int = 0
     split: tuple[int, int, int] = (1250, 250, 500)

@@ -28,7 +28,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -52,9 +52,12 @@ __all__ = [
     "of_levels",
     "plot_losses",
     "predictor_loss",
+    "split_validation",
     "train_from_settings",
     "train_head",
 ]
+
+_T = TypeVar("_T")
 
 HISTORY_FILE = "train_history.json"
 PLOT_FILE = "loss_curve.png"
@@ -223,6 +226,8 @@ def train_head(
                 best_state, best_epoch, best_loss = copy.deepcopy(head.state_dict()), epoch, score
                 if on_best is not None:
                     on_best(head, epoch)
+            elif settings.patience is not None and epoch - best_epoch >= settings.patience:
+                break  # no better validation loss for `patience` epochs
     assert best_state is not None
     head.load_state_dict(best_state)
     head.eval()
@@ -254,15 +259,15 @@ def plot_losses(history: dict[str, list[float]], path: Path) -> None:
     plt.close(fig)
 
 
-def _split_validation(
-    targets: list[QuestionTargets], fraction: float, seed: int
-) -> tuple[list[QuestionTargets], list[QuestionTargets]]:
-    order = list(range(len(targets)))
+def split_validation(items: Sequence[_T], fraction: float, seed: int) -> tuple[list[_T], list[_T]]:
+    """``items`` without and with a seeded ``fraction`` of them held out for validation (each
+    part in input order)."""
+    order = list(range(len(items)))
     random.Random(f"polar-vllm-predictor-val:{seed}").shuffle(order)
-    count = round(len(targets) * fraction)
+    count = round(len(items) * fraction)
     held = set(order[:count])
-    train = [t for i, t in enumerate(targets) if i not in held]
-    return train, [t for i, t in enumerate(targets) if i in held]
+    train = [t for i, t in enumerate(items) if i not in held]
+    return train, [t for i, t in enumerate(items) if i in held]
 
 
 def of_levels(records: list[LabelRecord], levels: tuple[int, ...] | None) -> list[LabelRecord]:
@@ -304,7 +309,7 @@ def train_from_settings(
         val_records = of_levels(read_labels(train_settings.val_labels), train_settings.levels)
         val_targets = build_targets(val_records, **options)
     else:
-        train_targets, val_targets = _split_validation(
+        train_targets, val_targets = split_validation(
             targets, train_settings.val_fraction, train_settings.seed
         )
     config = PredictorConfig(

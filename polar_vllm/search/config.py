@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from polar_vllm.data import LEVELS, SYSTEM_PROMPT
+from polar_vllm.data.wordings import WORDING_FAMILIES
 from polar_vllm.engine.config import SCHEDULING_POLICIES
 from polar_vllm.engine.config_loading import check_mapping, record_from_mapping
 from polar_vllm.program import Program, parse_program
@@ -47,6 +48,7 @@ class SearchConfig:
     questions_per_level: int = 100
     data_seed: int = 0
     data_file: str | None = None
+    families: tuple[str, ...] = ()
     split: tuple[int, int, int] | None = None
     split_part: str = "train"
     chat_template: bool = True
@@ -72,8 +74,8 @@ class SearchConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
-        if self.dense_max_block < 1:
-            raise ValueError(f"dense_max_block must be >= 1, got {self.dense_max_block}")
+        if self.dense_max_block < 0:
+            raise ValueError(f"dense_max_block must be >= 0, got {self.dense_max_block}")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.questions_per_level < 1 or self.max_tokens < 1:
@@ -87,11 +89,20 @@ class SearchConfig:
         if self.split is not None:
             if len(self.split) != 3 or min(self.split) < 0:
                 raise ValueError(f"split must be [train, val, test] sizes >= 0, got {self.split}")
-            if self.data_file is not None:
-                raise ValueError("split applies to generated questions; drop it or data_file")
+            if self.data_file is not None or self.families:
+                raise ValueError(
+                    "split applies to the story generator's questions; drop it, data_file "
+                    "or families"
+                )
             object.__setattr__(self, "split", tuple(int(x) for x in self.split))
         if self.split_part not in SPLIT_PARTS:
             raise ValueError(f"split_part must be one of {SPLIT_PARTS}, got {self.split_part!r}")
+        if self.families and self.data_file is not None:
+            raise ValueError("families and data_file are two sources of questions; keep one")
+        unknown = sorted(set(self.families) - set(WORDING_FAMILIES))
+        if unknown:
+            raise ValueError(f"unknown wording families {unknown}; known: {WORDING_FAMILIES}")
+        object.__setattr__(self, "families", tuple(self.families))
         object.__setattr__(self, "levels", tuple(self.levels))
         object.__setattr__(self, "dense_programs", tuple(self.dense_programs))
         object.__setattr__(self, "window", tuple(float(x) for x in self.window))

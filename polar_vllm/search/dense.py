@@ -33,10 +33,13 @@ def candidate_programs(
 ) -> tuple[Program, ...]:
     """The full program, then every program one move (a block of ``1..max_block`` layers
     skipped or repeated) away from it inside ``space``'s length window, in move order, then
-    the ``extra`` programs not already there (e.g. longer skips, outside one move)."""
-    if max_block < 1:
-        raise ValueError(f"max_block must be >= 1, got {max_block}")
+    the ``extra`` programs not already there (e.g. longer skips, outside one move). A
+    ``max_block`` of 0 gives the full program and ``extra`` only (a chosen candidate set)."""
+    if max_block < 0:
+        raise ValueError(f"max_block must be >= 0, got {max_block}")
     full = full_program(space.depth)
+    if max_block == 0:
+        return (full, *dict.fromkeys(p for p in extra if p != full))
     single_moves = ActionSpace(
         space.depth,
         space.min_length,

@@ -4,6 +4,7 @@ prompts, batched MCTS, the label file and the oracle study."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from polar_vllm.data import (
     load_jsonl,
     split_problems,
 )
+from polar_vllm.data.wordings import generate_wordings
 from polar_vllm.search.batched import SearchQuestion, SearchStats, search_questions
 from polar_vllm.search.config import SearchConfig
 from polar_vllm.search.dense import score_questions
@@ -41,8 +43,11 @@ class SearchRun:
 def load_questions(config: SearchConfig) -> list[MathProblem]:
     """``questions_per_level`` problems of each level in ``config.levels``.
 
-    Generated (seeded by ``data_seed``) unless ``data_file`` names a JSONL file, from which the
-    first problems of each level are taken (fewer if the file has fewer). With ``split``, the
+    Generated (seeded by ``data_seed``) by the story generator, or by the wording families
+    of ``families`` (:func:`polar_vllm.data.wordings.generate_wordings`, every family in turn),
+    unless ``data_file`` names a JSONL file, from which the first problems of each level are
+    taken in turn (fewer if the file has fewer; up to ``questions_per_level`` questions
+    without a level too). With ``split``, the
     generated problems are first cut into train/val/test parts as the predictor pipeline cuts
     them, and the first problems of each level of ``split_part`` are searched (taken in turn
     from each level), so a search of the train part never touches validation or test
@@ -69,6 +74,10 @@ def load_questions(config: SearchConfig) -> list[MathProblem]:
         ]
         # round-robin over levels: a run stopped early has covered every level alike
         return [problem for row in zip(*per_level, strict=True) for problem in row]
+    if config.families:
+        return generate_wordings(
+            config.families, config.levels, config.questions_per_level, config.data_seed
+        )
     if config.data_file is None:
         return [
             p
@@ -76,10 +85,12 @@ def load_questions(config: SearchConfig) -> list[MathProblem]:
             for p in generate_problems(level, config.questions_per_level, config.data_seed)
         ]
     problems = load_jsonl(config.data_file, skip_non_numeric=True)
-    out = []
-    for level in config.levels:
-        out.extend([p for p in problems if p.level == level][: config.questions_per_level])
-    return out
+    per_level = [
+        [p for p in problems if p.level == level][: config.questions_per_level]
+        for level in (*config.levels, None)  # a question without a level is always taken
+    ]
+    # in turn from each level, as above
+    return [p for row in zip_longest(*per_level) for p in row if p is not None]
 
 
 def run_search(

@@ -1,0 +1,186 @@
+"""The out-of-distribution gate chosen on held-out wording families: the rule on known
+scores, and the whole leave-one-family-out fit through ``polar-vllm train`` on toy labels."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+
+from polar_vllm.cli.main import main
+from polar_vllm.data import MathProblem
+from polar_vllm.predictor import load_predictor
+from polar_vllm.predictor.candidate_training import GUARD_CHOICE_FILE
+from polar_vllm.predictor.eval_run import gate_fires
+from polar_vllm.predictor.evaluation import EvalItem
+from polar_vllm.predictor.familiarity import embed_questions
+from polar_vllm.predictor.family_gate import FALLBACKS, HeldOutFamily, choose_gate
+from polar_vllm.program import parse_program
+from polar_vllm.search.labels import LabelRecord
+
+FULL, SKIP, STATIC = 0, 1, 2  # candidate indices of the synthetic families
+
+
+def _family(name: str, right: list[set[int]], head: list[int], familiarity: list[float]):
+    """A held-out family of len(right) questions: ``right[q]`` the candidates right on q,
+    ``head[q]`` the head's choice (one operating point), thresholds 0.5 (q 0.1) and 0.9 (q
+    0.5)."""
+    correct = torch.tensor([[float(c in r) for c in range(3)] for r in right])
+    return HeldOutFamily(
+        name=name,
+        correct=correct,
+        choices={"accuracy": torch.tensor(head)},
+        familiarity=torch.tensor(familiarity),
+        thresholds={0.1: 0.5, 0.5: 0.9},
+        fallbacks={"full": FULL, "best_static": STATIC},
+    )
+
+
+def test_gate_rule_on_known_families() -> None:
+    # the head is right on a familiar family: the smallest quantile, nothing falls back
+    good = _family("good", [{SKIP}, {SKIP}], [SKIP, SKIP], [0.95, 0.95])
+    quantile, fallback, report = choose_gate([good], [0.1, 0.5])
+    assert (quantile, fallback) == (0.1, "full")
+    assert report["gates"][0]["families"]["good"]["gate_fires"] == 0.0
+    # a second family the head gets wrong, less familiar (0.7): only the 0.5 quantile (threshold
+    # 0.9) sends it to a fallback; the full program is right there, the static program not
+    bad = _family("bad", [{FULL}, {FULL}], [SKIP, SKIP], [0.7, 0.7])
+    quantile, fallback, report = choose_gate([good, bad], [0.1, 0.5])
+    assert (quantile, fallback) == (0.5, "full")
+    rows = {(r["quantile"], r["fallback"]): r for r in report["gates"]}
+    assert rows[(0.1, "full")]["families"]["bad"]["accuracy"] == {"accuracy": 0.0}
+    assert rows[(0.5, "full")]["families"]["bad"]["gate_fires"] == 1.0
+    assert rows[(0.5, "full")]["safe"] and not rows[(0.5, "best_static")]["safe"]
+    assert [r["fallback"] for r in report["gates"]] == [f for f in FALLBACKS for _ in "ab"]
+    # where the static program is right as well as the full one, it wins by held-out accuracy
+    both = _family("both", [{FULL, STATIC}, {STATIC}], [SKIP, SKIP], [0.7, 0.7])
+    assert choose_gate([good, both], [0.1, 0.5])[:2] == (0.5, "best_static")
+    # no safe gate: the largest worst margin over the full program
+    hopeless = _family("hopeless", [{FULL}, {FULL}], [SKIP, SKIP], [0.95, 0.95])
+    quantile, fallback, report = choose_gate([hopeless], [0.1, 0.5])
+    assert report["rule"].startswith("no safe gate") and report["gates"][0]["worst_margin"] == -1
+    with pytest.raises(ValueError, match="at least one"):
+        choose_gate([], [0.1])
+
+
+TOY_DEPTH = 8
+CANDIDATES = ("full", "0-3,6-7", "0-3,2-3,4-7", "0-1,4-7")
+APPLE, PEAR = CANDIDATES[1], CANDIDATES[2]
+PHRASES = {
+    "gen": [
+        "{n} has {x} {f} and buys {y} more. How many {f} does {n} have?",
+        "A basket holds {x} {f}. {n} adds {y} {f}. How many {f} are in the basket?",
+        "{n} picked {x} {f} on Monday and {y} {f} on Tuesday. How many {f} in total?",
+    ],
+    "terse": ["{x} {f} + {y} {f} = ?", "{x} {f} - {y} {f}", "Compute {x} {f} times {y}."],
+    "worksheet": [
+        "Fill in the blank: {x} {f} and {y} {f} make __ {f}.",
+        "Solve for n: n {f} = {x} {f} plus {y} {f}.",
+    ],
+}
+NAMES = ["Tom", "Maria", "Liam", "Aisha"]
+
+
+def _record(rid: str, question: str, right: set[str]) -> dict[str, Any]:
+    evaluated = tuple((parse_program(p, TOY_DEPTH), p in right) for p in CANDIDATES)
+    record = LabelRecord(rid, question, "1", 1, "toy", TOY_DEPTH, "full" in right, evaluated)
+    return record.to_json()
+
+
+def _labels(path: Path, families: list[str], full_only: set[str]) -> Path:
+    """Apple questions right under the apple program, pears under the pear one (and the full
+    program on one in three), except the families of ``full_only``: there only the full
+    program is right."""
+    lines = []
+    for family in families:
+        i = 0
+        for name in NAMES:
+            for phrase in PHRASES[family]:
+                for fruit, program in (("apples", APPLE), ("pears", PEAR)):
+                    text = phrase.format(n=name, x=len(name) + 2, y=i % 7 + 2, f=fruit)
+                    right = {"full"} if family in full_only else {program}
+                    right |= {"full"} if i % 3 == 0 else set()
+                    lines.append(json.dumps(_record(f"{family}-L1-s0-{i:05d}", text, right)))
+                    i += 1
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_gate_chosen_on_held_out_families_through_train(tmp_path: Path) -> None:
+    gen = _labels(tmp_path / "gen.jsonl", ["gen"], set())
+    families = _labels(tmp_path / "families.jsonl", ["terse", "worksheet"], {"worksheet"})
+    settings = {
+        "model": "toy",
+        "predictor_dir": str(tmp_path / "predictor"),
+        "train": {
+            "head": "candidates",
+            "labels": [str(gen)],
+            "family_labels": [str(families)],
+            "val_fraction": 0.25,
+            "epochs": 8,
+            "patience": 2,
+            "batch_size": 16,
+            "efficiency_layers": 0.9,
+            "gate_by_family": True,
+        },
+    }
+    run_file = tmp_path / "run.yaml"
+    run_file.write_text(yaml.safe_dump(settings))
+    main(["train", "--config", str(run_file)])
+    directory = tmp_path / "predictor"
+    history = json.loads((directory / "train_history.json").read_text())
+    assert len(history["train_loss"]) <= history["best_epoch"] + 2  # patience: 2
+    report = json.loads((directory / GUARD_CHOICE_FILE).read_text())
+    assert report["held_out_families"] == ["gen", "terse", "worksheet"]
+    chosen = next(
+        row
+        for row in report["gates"]
+        if (row["quantile"], row["fallback"])
+        == (report["chosen_quantile"], report["fallback_strategy"])
+    )
+    worksheet = chosen["families"]["worksheet"]
+    assert worksheet["questions"] == len(NAMES) * len(PHRASES["worksheet"]) * 2
+    # the held-out worksheet family is right only under the full program, where the head
+    # (trained without it) picks the apple or pear program: the gate falls back to the full
+    # program on it, and every held-out family keeps at least the full program's accuracy
+    assert chosen["safe"] and report["chosen_fallback"] == "full"
+    assert worksheet["gate_fires"] == 1.0 and worksheet["accuracy"]["accuracy"] == 1.0
+    assert min(worksheet["ungated_accuracy"].values()) < 1.0  # what the gate prevents
+    for row in chosen["families"].values():
+        assert min(row["accuracy"].values()) >= row["full_program_accuracy"] - 1e-9
+    predictor = load_predictor(directory)
+    guard = predictor.guard
+    assert guard is not None and guard.quantile == report["chosen_quantile"]
+    assert guard.fallback is None and report["fallback_strategy"] == "full"
+    # the evaluation reports how often the guard fires per group
+    asked = [("gen", PHRASES["gen"][0], False), ("odd", "Translate good night to Latin.", True)]
+    items = [
+        EvalItem(MathProblem(f"{g}-{i}", text.format(n="Ivy", x=i + 2, y=3, f="pears"), "1", 1,
+                             "t"), g, ood)
+        for g, text, ood in asked
+        for i in range(2)
+    ]  # fmt: skip
+    fires = gate_fires(predictor, items)
+    embeddings = embed_questions(predictor.encoder, [item.problem.question for item in items])
+    familiar = guard.familiar(embeddings).tolist()
+    assert fires["odd"] == fires["ood"] == 1.0 and familiar[2:] == [False, False]
+    assert fires["gen"] == fires["in_distribution"] == familiar[:2].count(False) / 2
+
+
+def test_candidate_set_is_what_every_label_run_shares() -> None:
+    from polar_vllm.predictor.candidate_training import candidate_set_of
+    from polar_vllm.predictor.errors import PredictorError
+
+    wide = LabelRecord.from_json(_record("gen-L1-s0-00000", "q", {"full"}), "wide")
+    narrow_evaluated = tuple((p, r) for p, r in wide.evaluated if p != parse_program(PEAR, 8))
+    narrow = LabelRecord("terse-L1-s0-00000", "q2", "1", 1, "toy", 8, True, narrow_evaluated)
+    shared = candidate_set_of([wide, narrow])
+    assert shared == tuple(p for p, _ in narrow_evaluated)  # in the first record's order
+    assert candidate_set_of([wide]) == tuple(p for p, _ in wide.evaluated)
+    only_full = LabelRecord("x-L1-s0-00000", "q3", "1", 1, "toy", 8, True, wide.evaluated[:1])
+    with pytest.raises(PredictorError, match="share no candidate besides the full program"):
+        candidate_set_of([wide, only_full])
