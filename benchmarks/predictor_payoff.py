@@ -225,6 +225,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--config", required=True, help="predictor run YAML (its eval section)")
     parser.add_argument("--points", default=None, help="operating points (default: all)")
     parser.add_argument("--count-per-level", type=int, default=None, help="override the config")
+    parser.add_argument(
+        "--family-count-per-level", type=int, default=None, help="override the config"
+    )
     parser.add_argument("--max-num-seqs", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -263,6 +266,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     options = settings.eval
     if args.count_per_level is not None:
         options = dataclasses.replace(options, count_per_level=args.count_per_level)
+    if args.family_count_per_level is not None:
+        options = dataclasses.replace(options, family_count_per_level=args.family_count_per_level)
     model_dir = resolve_model(settings.model)
     predictor = load_predictor(settings.predictor_dir)
     points = args.points.split(",") if args.points else sorted(predictor.config.operating_points)

@@ -4,6 +4,7 @@ scores, and the whole leave-one-family-out fit through ``polar-vllm train`` on t
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +137,7 @@ def test_gate_chosen_on_held_out_families_through_train(tmp_path: Path) -> None:
     assert len(history["train_loss"]) <= history["best_epoch"] + 2  # patience: 2
     report = json.loads((directory / GUARD_CHOICE_FILE).read_text())
     assert report["held_out_families"] == ["gen", "terse", "worksheet"]
+    assert report["not_held_out"] == []  # holding gen out keeps 40 of 64 questions
     chosen = next(
         row
         for row in report["gates"]
@@ -184,3 +186,31 @@ def test_candidate_set_is_what_every_label_run_shares() -> None:
     only_full = LabelRecord("x-L1-s0-00000", "q3", "1", 1, "toy", 8, True, wide.evaluated[:1])
     with pytest.raises(PredictorError, match="share no candidate besides the full program"):
         candidate_set_of([wide, only_full])
+
+
+def test_family_validation_takes_every_level(tmp_path: Path) -> None:
+    """Label files interleave levels (level by level, then family): every third question of
+    each family *and level* validates, so no level is held out of training whole."""
+    from polar_vllm.predictor.candidate_training import _label_records
+    from polar_vllm.predictor.run_settings import load_settings
+
+    lines = []
+    for n in range(6):
+        for level in (1, 2, 3):
+            for family in ("terse", "verbal"):
+                record = LabelRecord.from_json(
+                    _record(f"{family}-L{level}-s0-{n:05d}", f"q {family} {level} {n}", {"full"}),
+                    "toy",
+                )
+                lines.append(json.dumps(replace(record, level=level).to_json()))
+    families = tmp_path / "families.jsonl"
+    families.write_text("\n".join(lines) + "\n")
+    gen = _labels(tmp_path / "gen.jsonl", ["gen"], set())
+    run_file = tmp_path / "run.yaml"
+    train = {"head": "candidates", "labels": [str(gen)], "family_labels": [str(families)]}
+    run_file.write_text(yaml.safe_dump({"model": "toy", "predictor_dir": "p", "train": train}))
+    train_records, val_records = _label_records(load_settings(run_file))
+    held = [(r.id.split("-")[0], r.level) for r in val_records if not r.id.startswith("gen")]
+    kept = [(r.id.split("-")[0], r.level) for r in train_records if not r.id.startswith("gen")]
+    pairs = {(f, level) for f in ("terse", "verbal") for level in (1, 2, 3)}
+    assert sorted(held) == sorted([*pairs, *pairs]) and set(kept) == pairs and len(kept) == 24

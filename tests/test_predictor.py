@@ -395,7 +395,7 @@ def test_run_configs_parse(tmp_path: Path) -> None:
         settings = load_settings(REPO / f"configs/predictor/{name}.yaml")
         assert settings.model == "smollm2-135m"
     qwen = load_settings(REPO / "configs/predictor/qwen.yaml")
-    assert qwen.train.head == "candidates" and qwen.eval.count_per_level >= 100
+    assert qwen.train.head == "candidates" and qwen.eval.count_per_level >= 50
     labelled = {*qwen.train.labels, *qwen.train.val_labels, *qwen.train.family_labels}
     assert set(qwen.eval.dense_labels) == labelled == set(qwen.eval.exclude_labels)
     # the held-out family is in no label run, and every trained family is evaluated

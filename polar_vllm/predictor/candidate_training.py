@@ -104,6 +104,11 @@ FAMILY_GATE_QUANTILES: tuple[float, ...] = (0.7, 0.9)
 """Further quantiles a gate chosen on held-out families may take: a gate that must keep
 every held-out family safe may need to send most questions to its fallback."""
 
+MIN_FOLD_SHARE = 0.5
+"""A wording family is held out only if the rest keeps at least this share of the training
+questions: a head trained on much less than the shipped one's data is another, weaker head,
+and what it does on the family says little about the shipped head."""
+
 
 def candidate_set_of(records: Sequence[LabelRecord]) -> tuple[Program, ...]:
     """The candidate programs every dense label record evaluated, in the order the first
@@ -204,7 +209,7 @@ def _label_records(settings: RunSettings) -> tuple[list[LabelRecord], list[Label
     """The dense training and validation label records of ``settings``' levels: the
     ``labels`` and ``val_labels`` files (without ``val_labels``, a seeded ``val_fraction`` of
     the ``labels`` questions validates), and each wording family of ``family_labels`` cut
-    into both (every ``family_val_every``-th question of a family validates)."""
+    into both (every ``family_val_every``-th question of each family and level validates)."""
     options = settings.train
     if not options.labels:
         raise PredictorError("a candidate predictor needs dense training labels (train: labels)")
@@ -215,9 +220,12 @@ def _label_records(settings: RunSettings) -> tuple[list[LabelRecord], list[Label
         train_records, val_records = split_validation(
             train_records, options.val_fraction, options.seed
         )
-    seen: dict[str, int] = {}
+    seen: dict[tuple[str, int | None], int] = {}
     for record in of_levels(read_labels(options.family_labels), options.levels):
-        index = seen[family_of(record.id)] = seen.get(family_of(record.id), -1) + 1
+        # counted per family and level: label files interleave levels, so a count per family
+        # alone would send whole levels to validation
+        key = (family_of(record.id), record.level)
+        index = seen[key] = seen.get(key, -1) + 1
         validates = index % options.family_val_every == options.family_val_every - 1
         (val_records if validates else train_records).append(record)
     if not train_records or not val_records:
@@ -304,8 +312,9 @@ def _family_gate(
 ) -> tuple[FamiliarityGuard, dict[str, Any]]:
     """The guard of the predictor in ``directory``, its quantile and fallback chosen on
     held-out wording families (:mod:`.family_gate`): each family of the training and
-    validation records scored by a head trained without it, and the ``guard_val_labels``
-    questions by the trained head. Returns the guard and the choice's report."""
+    validation records scored by a head trained without it (unless that leaves less than
+    :data:`MIN_FOLD_SHARE` of the training questions), and the ``guard_val_labels`` questions
+    by the trained head. Returns the guard and the choice's report."""
     options = settings.train
     predictor = load_predictor(directory, with_guard=False)
     candidates = predictor.candidates
@@ -321,12 +330,13 @@ def _family_gate(
     val_families = [family_of(r.id) for r in val_records]
     common = {"quantiles": quantiles, "points": points, "lengths": candidates.lengths,
               "depth": depth, "full_index": candidates.full_index}  # fmt: skip
-    held_out = []
+    held_out, too_large = [], []
     for family in dict.fromkeys([*train_families, *val_families]):
         keep_train = [i for i, f in enumerate(train_families) if f != family]
         keep_val = [i for i, f in enumerate(val_families) if f != family]
-        if not keep_train or not keep_val:
-            raise PredictorError(f"holding out family {family!r} leaves no training questions")
+        if len(keep_train) < MIN_FOLD_SHARE * len(train_families) or not keep_val:
+            too_large.append(family)
+            continue
         fold_train = _subset(train_set, keep_train)
         fold = train_head(predictor.config, fold_train, _subset(val_set, keep_val), options)
         rows_train = [i for i, f in enumerate(train_families) if f == family]
@@ -361,7 +371,13 @@ def _family_gate(
                 **common,
             )
         )
+    if not held_out:
+        raise PredictorError(
+            "no wording family can be held out: each leaves less than "
+            f"{MIN_FOLD_SHARE:.0%} of the training questions"
+        )
     quantile, fallback, report = choose_gate(held_out, quantiles)
+    report["not_held_out"] = too_large  # families too large to leave out of training
     guard = replace(
         guards_of_embeddings(train_emb, val_emb, [quantile])[0],
         fallback=None

@@ -78,8 +78,8 @@ class TrainSettings:
         family_labels: Dense labels of questions in several wording families
             (:mod:`polar_vllm.data.wordings`; a question's family is named by its id,
             :func:`~polar_vllm.data.wordings.family_of`). Every ``family_val_every``-th
-            question of each family (in file order) joins the validation questions, the rest
-            the training questions.
+            question of each family and level (in file order) joins the validation
+            questions, the rest the training questions.
         family_val_every: See ``family_labels``.
         gate_by_family: Choose the guard's quantile and fallback on held-out wording families
             (:mod:`~polar_vllm.predictor.family_gate`): every family of the training labels
