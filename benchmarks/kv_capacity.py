@@ -33,6 +33,7 @@ from typing import Any
 
 from harness import (
     DTYPE_HELP,
+    PROGRAM_SETS,
     REPOSITORY,
     RESULTS,
     ProgramSources,
@@ -264,7 +265,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--kv-group-layers", type=int, default=1)
     parser.add_argument("--max-model-len", type=int, default=512)
     parser.add_argument("--max-num-batched-tokens", type=int, default=2048)
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help=f"PoLar program sets beside stock (always run), of {', '.join(PROGRAM_SETS)}",
+    )
     parser.add_argument("--labels", help="search label file for 'labels' (default: the model's)")
     parser.add_argument("--dtype", default=None, help=DTYPE_HELP)
     parser.add_argument("--seed", type=int, default=0)
@@ -276,6 +281,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tag", default=None, help="results name suffix (default: the device)")
     args = parser.parse_args(argv)
     args.variants = args.variants.split(",")
+    unknown = sorted(set(args.variants) - set(PROGRAM_SETS))
+    if unknown:  # before any engine starts
+        parser.error(f"unknown program sets {unknown}; stock always runs; known: {PROGRAM_SETS}")
     args.dtype = args.dtype or default_dtype()
     args.tag = args.tag or run_device()
     return args
