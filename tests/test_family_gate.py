@@ -14,6 +14,7 @@ import yaml
 
 from polar_vllm.cli.main import main
 from polar_vllm.data import MathProblem
+from polar_vllm.data.wordings import family_of
 from polar_vllm.predictor import load_predictor
 from polar_vllm.predictor.candidate_training import GUARD_CHOICE_FILE
 from polar_vllm.predictor.eval_run import gate_fires
@@ -210,7 +211,7 @@ def test_family_validation_takes_every_level(tmp_path: Path) -> None:
     train = {"head": "candidates", "labels": [str(gen)], "family_labels": [str(families)]}
     run_file.write_text(yaml.safe_dump({"model": "toy", "predictor_dir": "p", "train": train}))
     train_records, val_records = _label_records(load_settings(run_file))
-    held = [(r.id.split("-")[0], r.level) for r in val_records if not r.id.startswith("gen")]
-    kept = [(r.id.split("-")[0], r.level) for r in train_records if not r.id.startswith("gen")]
+    held = [(family_of(r.id), r.level) for r in val_records if family_of(r.id) != "gen"]
+    kept = [(family_of(r.id), r.level) for r in train_records if family_of(r.id) != "gen"]
     pairs = {(f, level) for f in ("terse", "verbal") for level in (1, 2, 3)}
     assert sorted(held) == sorted([*pairs, *pairs]) and set(kept) == pairs and len(kept) == 24
