@@ -19,8 +19,20 @@ from polar_vllm.predictor import load_predictor
 from polar_vllm.predictor.candidate_training import GUARD_CHOICE_FILE
 from polar_vllm.predictor.eval_run import gate_fires
 from polar_vllm.predictor.evaluation import EvalItem
-from polar_vllm.predictor.familiarity import embed_questions
-from polar_vllm.predictor.family_gate import FALLBACKS, HeldOutFamily, choose_gate
+from polar_vllm.predictor.familiarity import (
+    FamiliarityGuard,
+    embed_questions,
+    load_guard,
+    question_words,
+    save_guard,
+)
+from polar_vllm.predictor.family_gate import (
+    FALLBACKS,
+    HeldOutFamily,
+    choose_gate,
+    choose_word_fallback,
+)
+from polar_vllm.predictor.predict import predict_programs
 from polar_vllm.program import parse_program
 from polar_vllm.search.labels import LabelRecord
 
@@ -38,7 +50,12 @@ def _family(name: str, right: list[set[int]], head: list[int], familiarity: list
         choices={"accuracy": torch.tensor(head)},
         familiarity=torch.tensor(familiarity),
         thresholds={0.1: 0.5, 0.5: 0.9},
-        fallbacks={"full": FULL, "best_static": STATIC},
+        fallbacks={
+            "full": torch.full((len(right),), FULL),
+            "best_static": torch.full((len(right),), STATIC),
+            # the static program for the questions right under it, the full one for the rest
+            "static_by_words": torch.tensor([STATIC if STATIC in r else FULL for r in right]),
+        },
     )
 
 
@@ -59,14 +76,66 @@ def test_gate_rule_on_known_families() -> None:
     assert rows[(0.5, "full")]["safe"] and not rows[(0.5, "best_static")]["safe"]
     assert [r["fallback"] for r in report["gates"]] == [f for f in FALLBACKS for _ in "ab"]
     # where the static program is right as well as the full one, it wins by held-out accuracy
+    # (the word fallback, here the same choices, ties with it and comes later)
     both = _family("both", [{FULL, STATIC}, {STATIC}], [SKIP, SKIP], [0.7, 0.7])
     assert choose_gate([good, both], [0.1, 0.5])[:2] == (0.5, "best_static")
+    # a family that needs the full program on some questions and the static one on others:
+    # only the word fallback, choosing per question, is safe and beats both
+    mixed = _family("mixed", [{FULL}, {FULL}, {STATIC}], [SKIP] * 3, [0.7] * 3)
+    quantile, fallback, report = choose_gate([good, mixed], [0.1, 0.5])
+    assert (quantile, fallback) == (0.5, "static_by_words")
+    rows = {(r["quantile"], r["fallback"]): r for r in report["gates"]}
+    assert not rows[(0.5, "best_static")]["safe"]
+    assert rows[(0.5, "static_by_words")]["families"]["mixed"]["accuracy"] == {"accuracy": 1.0}
     # no safe gate: the largest worst margin over the full program
     hopeless = _family("hopeless", [{FULL}, {FULL}], [SKIP, SKIP], [0.95, 0.95])
     quantile, fallback, report = choose_gate([hopeless], [0.1, 0.5])
     assert report["rule"].startswith("no safe gate") and report["gates"][0]["worst_margin"] == -1
     with pytest.raises(ValueError, match="at least one"):
         choose_gate([], [0.1])
+
+
+def test_word_fallback_rule() -> None:
+    # candidates: 0 full, 1 right on long word problems, 2 right on one long question only
+    correct = torch.tensor(
+        [[1.0, 0.0, 0.0]] * 2  # bare sums, 0 and 2 words: only the full program
+        + [[0.0, 1.0, 0.0]] * 3  # word problems of 12 words: candidate 1
+        + [[0.0, 1.0, 1.0], [0.0, 1.0, 0.0]]  # 15 and 9 words
+    )
+    words = torch.tensor([0, 2, 12, 12, 12, 15, 9])
+    families = ["terse", "terse", "story", "story", "story", "story", "story"]
+    # candidate 1 from 9 words gains 5 questions and costs none (from 2 words terse would lose)
+    assert choose_word_fallback(correct, words, families, full_index=0) == (1, 9)
+    # a second family whose one question (16 words, the longest) only the full program
+    # answers: every count that moves a word problem moves it too, so none is safe
+    long_full = torch.cat([correct, torch.tensor([[1.0, 0.0, 0.0]])])
+    choice = choose_word_fallback(long_full, torch.cat([words, torch.tensor([16])]),
+                                  [*families, "other"], full_index=0)  # fmt: skip
+    assert choice is None
+    # the same question under candidate 2 as well: candidate 2 from 15 words is safe
+    long_both = torch.cat([correct, torch.tensor([[1.0, 0.0, 1.0]])])
+    choice = choose_word_fallback(long_both, torch.cat([words, torch.tensor([16])]),
+                                  [*families, "other"], full_index=0)  # fmt: skip
+    assert choice == (2, 15)
+    # nothing gains: every question runs the full program
+    assert choose_word_fallback(correct[:2], words[:2], families[:2], full_index=0) is None
+
+
+def test_question_words_and_the_word_fallback_of_a_guard(tmp_path: Path) -> None:
+    assert question_words("27 + 26 = ?") == 0
+    assert question_words("Add 14 and 33.") == 2
+    assert question_words("Solve for x: 3x + 4 = 19") == 2  # one-letter names do not count
+    assert question_words("Ana has 12 coins and finds 5 more. How many coins now?") == 10
+    reference = torch.nn.functional.normalize(torch.randn(3, 4), dim=-1)
+    guard = FamiliarityGuard(reference, 0.5, 0.3, fallback="0-3,6-7", fallback_min_words=5)
+    asked = ["3 + 4", "Ana has 3 coins and finds 4 more."]
+    assert guard.takes_fallback(asked) == [False, True]
+    assert replace(guard, fallback_min_words=None).takes_fallback(asked) == [True, True]
+    assert replace(guard, fallback=None).takes_fallback(asked) == [False, False]
+    save_guard(tmp_path, guard)
+    loaded = load_guard(tmp_path)
+    assert loaded is not None and loaded.fallback_min_words == 5
+    assert loaded.fallback == "0-3,6-7" and loaded.threshold == 0.5
 
 
 TOY_DEPTH = 8
@@ -172,6 +241,15 @@ def test_gate_chosen_on_held_out_families_through_train(tmp_path: Path) -> None:
     familiar = guard.familiar(embeddings).tolist()
     assert fires["odd"] == fires["ood"] == 1.0 and familiar[2:] == [False, False]
     assert fires["gen"] == fires["in_distribution"] == familiar[:2].count(False) / 2
+    # a guard that rejects every question and falls back by length: the long question runs
+    # the fallback program, the short one the full program (served as stock vLLM would)
+    save_guard(directory, replace(guard, threshold=1.01, fallback=APPLE, fallback_min_words=4))
+    served = load_predictor(directory)
+    short, long = "7 + 5 = ?", PHRASES["gen"][0].format(n="Ivy", x=7, y=5, f="apples")
+    assert predict_programs(served, [short, long]) == [
+        [tuple(range(TOY_DEPTH))],
+        [parse_program(APPLE, TOY_DEPTH)],
+    ]
 
 
 def test_candidate_set_is_what_every_label_run_shares() -> None:

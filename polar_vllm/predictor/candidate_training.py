@@ -44,9 +44,10 @@ from polar_vllm.predictor.familiarity import (
     fit_guards,
     guards_of_embeddings,
     question_embeddings,
+    question_words,
     save_guard,
 )
-from polar_vllm.predictor.family_gate import choose_gate, held_out_family
+from polar_vllm.predictor.family_gate import choose_gate, choose_word_fallback, held_out_family
 from polar_vllm.predictor.labels import read_labels
 from polar_vllm.predictor.predictor_config import (
     CONFIG_FILE,
@@ -328,9 +329,32 @@ def _family_gate(
     val_emb = embed_questions(encoder, [r.question for r in val_records])
     train_families = [family_of(r.id) for r in train_records]
     val_families = [family_of(r.id) for r in val_records]
+    train_words = torch.tensor([question_words(r.question) for r in train_records])
+    val_words = torch.tensor([question_words(r.question) for r in val_records])
     common = {"quantiles": quantiles, "points": points, "lengths": candidates.lengths,
               "depth": depth, "full_index": candidates.full_index}  # fmt: skip
-    held_out, too_large = [], []
+
+    def fallbacks_of(keep_train: list[int], keep_val: list[int]) -> dict[str, Any]:
+        """The best static program of the training rows ``keep_train``, and the word fallback
+        of those and the validation rows ``keep_val``."""
+        word_fallback = choose_word_fallback(
+            torch.cat([train_set.candidates[keep_train], val_set.candidates[keep_val]]),
+            torch.cat([train_words[keep_train], val_words[keep_val]]),
+            [*(train_families[i] for i in keep_train), *(val_families[i] for i in keep_val)],
+            candidates.full_index,
+        )
+        static = best_static(train_set.candidates[keep_train])
+        return {"static_index": static, "word_fallback": word_fallback}
+
+    def word_report(word_fallback: tuple[int, int] | None) -> dict[str, Any] | None:
+        if word_fallback is None:
+            return None
+        return {
+            "program": format_program(programs[word_fallback[0]]),
+            "min_words": word_fallback[1],
+        }
+
+    held_out, too_large, fold_word_fallbacks = [], [], {}
     for family in dict.fromkeys([*train_families, *val_families]):
         keep_train = [i for i, f in enumerate(train_families) if f != family]
         keep_val = [i for i, f in enumerate(val_families) if f != family]
@@ -342,6 +366,8 @@ def _family_gate(
         rows_train = [i for i, f in enumerate(train_families) if f == family]
         rows_val = [i for i, f in enumerate(val_families) if f == family]
         held = [_subset(train_set, rows_train), _subset(val_set, rows_val)]
+        fold_fallbacks = fallbacks_of(keep_train, keep_val)
+        fold_word_fallbacks[family] = word_report(fold_fallbacks["word_fallback"])
         held_out.append(
             held_out_family(
                 family,
@@ -350,10 +376,12 @@ def _family_gate(
                 torch.cat([train_emb[rows_train], val_emb[rows_val]]),
                 reference=train_emb[keep_train],
                 val_embeddings=val_emb[keep_val],
-                static_index=best_static(fold_train.candidates),
+                words=torch.cat([train_words[rows_train], val_words[rows_val]]),
+                **fold_fallbacks,
                 **common,
             )
         )
+    shipped_fallbacks = fallbacks_of(list(range(len(train_records))), list(range(len(val_records))))
     if options.guard_val_labels:
         records = read_labels(options.guard_val_labels)
         if not set(programs) <= set(candidate_set_of(records)):
@@ -367,7 +395,8 @@ def _family_gate(
                 embeddings,
                 reference=train_emb,
                 val_embeddings=val_emb,
-                static_index=best_static(train_set.candidates),
+                words=torch.tensor([question_words(r.question) for r in records]),
+                **shipped_fallbacks,
                 **common,
             )
         )
@@ -378,11 +407,17 @@ def _family_gate(
         )
     quantile, fallback, report = choose_gate(held_out, quantiles)
     report["not_held_out"] = too_large  # families too large to leave out of training
+    report["fold_word_fallbacks"] = fold_word_fallbacks
+    report["word_fallback"] = word_report(shipped_fallbacks["word_fallback"])
+    fallback_program, min_words = {
+        "full": (None, None),
+        "best_static": (shipped_fallbacks["static_index"], None),
+        "static_by_words": shipped_fallbacks["word_fallback"] or (None, None),
+    }[fallback]
     guard = replace(
         guards_of_embeddings(train_emb, val_emb, [quantile])[0],
-        fallback=None
-        if fallback == "full"
-        else format_program(programs[best_static(train_set.candidates)]),
+        fallback=None if fallback_program is None else format_program(programs[fallback_program]),
+        fallback_min_words=min_words,
     )
     report["fallback_strategy"] = report["chosen_fallback"]
     report["chosen_fallback"] = guard.fallback or "full"  # the program, as choose_guard reports

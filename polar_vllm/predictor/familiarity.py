@@ -8,7 +8,11 @@ measures how familiar a question is, as the highest cosine similarity of its sen
 training questions, and sends questions below a threshold to its *fallback* program instead of
 an extrapolation: the full program (stock vLLM's behaviour) by default, or one fixed candidate
 chosen on training and validation questions (the best static program), when hand-worded
-validation questions show that it serves reworded questions better.
+validation questions show that it serves reworded questions better. A fallback may also
+apply by length (``fallback_min_words``): a rejected question of at least that many words
+(:func:`question_words`) runs the fallback program, a shorter one the full program. Word
+problems and bare arithmetic ("27 + 26 = ?", "Add 14 and 33.") answer best under different
+programs, and a question's word count tells them apart in any wording.
 
 The threshold is chosen on validation questions only: the ``quantile`` (default 1%) of their
 familiarity, so that about that share of in-distribution questions falls back. Given
@@ -22,6 +26,7 @@ quantile and the fallback are chosen on them
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +45,7 @@ __all__ = [
     "guards_of_embeddings",
     "load_guard",
     "question_embeddings",
+    "question_words",
     "save_guard",
 ]
 
@@ -47,6 +53,14 @@ GUARD_FILE = "familiarity.safetensors"
 """The guard's file in a predictor directory."""
 
 _BATCH_SIZE = 64
+_WORD_RE = re.compile(r"[^\W\d_]{2,}")  # runs of two or more letters, in any script
+
+
+def question_words(question: str) -> int:
+    """The words of ``question``: runs of two or more letters. Numbers, operators and
+    one-letter names (``x``, ``n``) do not count, so ``"27 + 26 = ?"`` has none and
+    ``"Add 14 and 33."`` two."""
+    return len(_WORD_RE.findall(question))
 
 
 def question_embeddings(encoded: EncodedBatch) -> torch.Tensor:
@@ -70,12 +84,24 @@ class FamiliarityGuard:
     """Training-question embeddings ``reference`` [N, E] (float32 holding float16 values, as
     stored), the familiarity ``threshold`` (chosen as the ``quantile`` of the validation
     questions' familiarity) and the ``fallback`` program of the questions below it (program
-    text, one of the predictor's candidates; None: the full program)."""
+    text, one of the predictor's candidates; None: the full program). With
+    ``fallback_min_words`` only those of at least that many words (:func:`question_words`)
+    run ``fallback``; shorter ones run the full program."""
 
     reference: torch.Tensor
     threshold: float
     quantile: float
     fallback: str | None = None
+    fallback_min_words: int | None = None
+
+    def takes_fallback(self, questions: Sequence[str]) -> list[bool]:
+        """Whether each of ``questions``, once rejected, runs ``fallback`` (else the full
+        program)."""
+        if self.fallback is None:
+            return [False] * len(questions)
+        if self.fallback_min_words is None:
+            return [True] * len(questions)
+        return [question_words(q) >= self.fallback_min_words for q in questions]
 
     def familiarity(self, embeddings: torch.Tensor) -> torch.Tensor:
         """The highest cosine similarity of each embedding [B, E] to a training question [B]."""
@@ -130,6 +156,8 @@ def save_guard(directory: str | os.PathLike[str], guard: FamiliarityGuard) -> Pa
     metadata = {"threshold": repr(guard.threshold), "quantile": repr(guard.quantile)}
     if guard.fallback is not None:
         metadata["fallback"] = guard.fallback
+    if guard.fallback_min_words is not None:
+        metadata["fallback_min_words"] = str(guard.fallback_min_words)
     save_file({"reference": guard.reference.half().contiguous()}, str(staged), metadata=metadata)
     os.replace(staged, path)
     return path
@@ -148,8 +176,10 @@ def load_guard(directory: str | os.PathLike[str]) -> FamiliarityGuard | None:
             reference = handle.get_tensor("reference")
         threshold, quantile = float(metadata["threshold"]), float(metadata["quantile"])
         fallback = metadata.get("fallback")  # absent in guards that predate the choice
+        min_words = metadata.get("fallback_min_words")
+        fallback_min_words = None if min_words is None else int(min_words)
     except Exception as error:  # safetensors raises its own error type, or OSError
         raise PredictorError(f"familiarity guard {path} is unreadable: {error!r}") from None
     if reference.ndim != 2:
         raise PredictorError(f"familiarity guard {path}: reference must be [N, E]")
-    return FamiliarityGuard(reference.float(), threshold, quantile, fallback)
+    return FamiliarityGuard(reference.float(), threshold, quantile, fallback, fallback_min_words)

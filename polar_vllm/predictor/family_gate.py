@@ -6,9 +6,11 @@ questions, and its choices on them, at every operating point, are looked up in t
 labels. These are the gate's validation data: what the head does on a wording it has not
 learned. The gate is the familiarity guard (:mod:`.familiarity`): below a threshold set by a
 quantile of the in-distribution validation questions' familiarity, a question runs a fixed
-fallback program instead of the head's choice. Quantile and fallback (the full program, or the
-best static program of the training questions) are chosen on the held-out families with
-:func:`choose_gate`:
+fallback program instead of the head's choice. Quantile and fallback (the full program, the
+best static program of the training questions, or a static program for questions of at least
+some number of words and the full program for shorter ones, both chosen on the training and
+validation questions with :func:`choose_word_fallback`) are chosen on the held-out families
+with :func:`choose_gate`:
 
 1. *safe*: on every held-out family and at every operating point the guard applies to, the
    gated choices are right at least as often as the full program;
@@ -18,8 +20,9 @@ best static program of the training questions) are chosen on the held-out famili
    from the head as keeps every held-out family safe.
 
 Without a safe guard the one whose worst family-and-point margin over the full program is
-largest wins. A family's fold fits its guards and its best static program on its own training
-questions, so nothing of the held-out family enters what is scored on it.
+largest wins. A family's fold fits its guards, its best static program and its word fallback
+on its own training and validation questions, so nothing of the held-out family enters what is
+scored on it.
 """
 
 from __future__ import annotations
@@ -33,11 +36,42 @@ import torch
 from polar_vllm.predictor.familiarity import guards_of_embeddings
 from polar_vllm.predictor.selection import OperatingPoint, choose, guard_applies
 
-__all__ = ["FALLBACKS", "HeldOutFamily", "choose_gate", "held_out_family"]
+__all__ = ["FALLBACKS", "HeldOutFamily", "choose_gate", "choose_word_fallback", "held_out_family"]
 
-FALLBACKS: tuple[str, ...] = ("full", "best_static")
-"""The fallback strategies a gate may take: the full program, or the best static program of
-the head's own training questions."""
+FALLBACKS: tuple[str, ...] = ("full", "best_static", "static_by_words")
+"""The fallback strategies a gate may take: the full program, the best static program of the
+head's own training questions, or a static program for questions of at least some number of
+words and the full program for the shorter ones (:func:`choose_word_fallback`)."""
+
+
+def choose_word_fallback(
+    correct: torch.Tensor, words: torch.Tensor, families: Sequence[str], full_index: int
+) -> tuple[int, int] | None:
+    """The static program, and the fewest words from which a question runs it instead of the
+    full program, chosen on training and validation questions: ``correct`` [Q, C], ``words``
+    [Q] (:func:`~polar_vllm.predictor.familiarity.question_words`), ``families`` [Q].
+
+    Every (candidate, count of words seen) is tried. One is *safe* when, on every family, the
+    questions it moves off the full program are right at least as often as under it; of the
+    safe ones the most questions gained wins (ties: the larger count, moving fewer questions;
+    then the earlier candidate). Returns (candidate index, count), or None when nothing
+    gains: every question runs the full program.
+    """
+    names = list(dict.fromkeys(families))
+    rows = [torch.tensor([f == name for f in families]) for name in names]
+    best: tuple[int, int, int, int] | None = None  # (gained, count, -candidate, candidate)
+    for candidate in range(correct.shape[1]):
+        if candidate == full_index:
+            continue
+        gain = correct[:, candidate] - correct[:, full_index]
+        for count in sorted(set(words.tolist())):
+            moved = gain * (words >= count)
+            if min(float(moved[r].sum()) for r in rows) < 0:
+                continue
+            key = (round(float(moved.sum())), int(count), -candidate, candidate)
+            if key[0] > 0 and (best is None or key[:3] > best[:3]):
+                best = key
+    return None if best is None else (best[3], best[1])
 
 
 @dataclass(frozen=True)
@@ -47,14 +81,14 @@ class HeldOutFamily:
     ``correct`` [Q, C] is the dense labels' correctness; ``choices`` the head's candidate per
     question at each operating point; ``familiarity`` [Q] each question's familiarity to that
     head's training questions; ``thresholds`` that head's guard threshold per quantile;
-    ``fallbacks`` the candidate index of each fallback strategy for that head."""
+    ``fallbacks`` the candidate index each fallback strategy gives each question [Q]."""
 
     name: str
     correct: torch.Tensor
     choices: dict[str, torch.Tensor]
     familiarity: torch.Tensor
     thresholds: dict[float, float]
-    fallbacks: dict[str, int]
+    fallbacks: dict[str, torch.Tensor]
 
 
 def held_out_family(
@@ -71,11 +105,20 @@ def held_out_family(
     depth: int,
     full_index: int,
     static_index: int,
+    words: torch.Tensor,
+    word_fallback: tuple[int, int] | None,
 ) -> HeldOutFamily:
     """Score one held-out family: ``probabilities`` [Q, C] of a head trained without it,
-    ``embeddings`` [Q, E] of its questions, and that head's training (``reference``) and
-    in-distribution validation (``val_embeddings``) question embeddings for its guards."""
+    ``embeddings`` [Q, E] and ``words`` [Q] of its questions, and that head's training
+    (``reference``) and in-distribution validation (``val_embeddings``) question embeddings
+    for its guards, its best static program and its ``word_fallback``
+    (:func:`choose_word_fallback`)."""
     guards = guards_of_embeddings(reference, val_embeddings, quantiles)
+    full = torch.full_like(words, full_index, dtype=torch.long)
+    by_words = full
+    if word_fallback is not None:
+        program, min_words = word_fallback
+        by_words = torch.where(words >= min_words, torch.full_like(full, program), full)
     return HeldOutFamily(
         name=name,
         correct=correct,
@@ -86,14 +129,18 @@ def held_out_family(
         },
         familiarity=guards[0].familiarity(embeddings),
         thresholds={guard.quantile: guard.threshold for guard in guards},
-        fallbacks={"full": full_index, "best_static": static_index},
+        fallbacks={
+            "full": full,
+            "best_static": torch.full_like(full, static_index),
+            "static_by_words": by_words,
+        },
     )
 
 
 def _gated_accuracy(family: HeldOutFamily, quantile: float, fallback: str) -> dict[str, Any]:
     familiar = family.familiarity >= family.thresholds[quantile]
-    fallback_index = torch.full_like(familiar, family.fallbacks[fallback], dtype=torch.long)
-    full = float(family.correct[:, family.fallbacks["full"]].mean())
+    fallback_index = family.fallbacks[fallback]
+    full = float(family.correct.gather(1, family.fallbacks["full"][:, None]).mean())
     accuracy = {
         name: float(
             family.correct.gather(1, torch.where(familiar, chosen, fallback_index)[:, None]).mean()

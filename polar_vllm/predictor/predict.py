@@ -47,22 +47,26 @@ def decode_options(
 
 
 def _rank_candidates(
-    predictor: Predictor, logits: torch.Tensor, familiar: torch.Tensor | None, top_k: int
+    predictor: Predictor,
+    questions: Sequence[str],
+    logits: torch.Tensor,
+    familiar: torch.Tensor | None,
+    top_k: int,
 ) -> list[list[ScoredProgram]]:
-    """The ``top_k`` candidates of each row of ``logits`` [B, C] at the predictor's operating
-    point, each scored by its probability of answering right; rows the familiarity guard
-    rejects (``familiar`` False) rank the guard's fallback program first (unless the
-    operating point always runs the full program)."""
+    """The ``top_k`` candidates of each of ``questions`` (rows of ``logits`` [B, C]) at the
+    predictor's operating point, each scored by its probability of answering right; rows the
+    familiarity guard rejects (``familiar`` False) rank the guard's fallback for that question
+    first (unless the operating point always runs the full program)."""
     candidates = predictor.candidates
     probs = torch.sigmoid(logits)
     order = rank(
         probs, candidates.lengths, predictor.config.depth, candidates.full_index, predictor.point
     )
     if familiar is not None and guard_applies(predictor.point):
-        fallback = predictor.guard_fallback
+        fallbacks = predictor.guard_fallbacks(questions)
         order = [
             ranked if known else [fallback, *(c for c in ranked if c != fallback)]
-            for ranked, known in zip(order, familiar.tolist(), strict=True)
+            for ranked, known, fallback in zip(order, familiar.tolist(), fallbacks, strict=True)
         ]
     return [
         [ScoredProgram(candidates.forms[c], float(probs[row, c])) for c in ranked[:top_k]]
@@ -103,7 +107,9 @@ def predict_scored(
             familiar = predictor.guard.familiar(question_embeddings(encoded)).cpu()
         after_head = time.perf_counter()
         if predictor.candidates is not None:
-            results.extend(_rank_candidates(predictor, outputs.float().cpu(), familiar, top_k))
+            results.extend(
+                _rank_candidates(predictor, chunk, outputs.float().cpu(), familiar, top_k)
+            )
         else:
             boundary, ops = (tensor.float().cpu() for tensor in outputs)
             for row in range(len(chunk)):

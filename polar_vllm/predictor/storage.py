@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,7 +89,9 @@ class Predictor:
     ``operating_point`` names the :class:`~polar_vllm.predictor.selection.OperatingPoint` of a
     candidate predictor (default: its config's ``operating_point``); it is refused for the
     ``polar_form`` head. ``guard``, a candidate predictor's familiarity guard, sends questions
-    unlike its training questions to its fallback program, candidate ``guard_fallback``.
+    unlike its training questions to its fallback program, candidate ``guard_fallback``
+    (the full program for those the guard's ``fallback_min_words`` finds too short:
+    :meth:`guard_fallbacks`).
     """
 
     def __init__(
@@ -140,6 +143,15 @@ class Predictor:
                 "candidates"
             )
         return self.candidates.programs.index(program)
+
+    def guard_fallbacks(self, questions: Sequence[str]) -> list[int]:
+        """The candidate index each of ``questions`` runs when the guard rejects it."""
+        if self.guard is None or self.candidates is None:
+            raise PredictorError("only a candidate predictor with a guard has fallbacks")
+        full = self.candidates.full_index
+        return [
+            self.guard_fallback if takes else full for takes in self.guard.takes_fallback(questions)
+        ]
 
     def with_point(self, point: OperatingPoint) -> Predictor:
         """A candidate predictor sharing this one's encoder and head, at ``point``."""
