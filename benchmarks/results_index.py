@@ -32,6 +32,7 @@ BLOCK = re.compile(r"(<!-- results: (\S+) -->\n)(.*?)(<!-- /results -->)", re.DO
 BLOCK_NAMES = re.compile(r"^<!-- results: (\S+) -->$", re.MULTILINE)
 SCRIPTS = {
     "executor_core": "benchmarks/executor_core.py",
+    "compile_boundaries": "benchmarks/compile_boundaries.py",
     "layer_call_cost": "benchmarks/layer_call_cost.py",
     "predictor_overhead": "benchmarks/predictor_overhead.py",
     "program_batching": "benchmarks/program_batching.py",
@@ -255,6 +256,22 @@ def _executor_core(data: dict[str, Any]) -> str:
         for row in data["rows"]
     ]
     header = ["batch", "workload", "programs", "steps", "ms", "vs ideal", "vs schedule ideal"]
+    return _table(header, rows)
+
+
+def _compile_boundaries(data: dict[str, Any]) -> str:
+    rows = [
+        [
+            str(row["tokens"]),
+            f"{row['eager_ms']:.1f}",
+            f"{row['whole_ms']:.1f}",
+            f"{row['per_layer_ms']:.1f}",
+            f"{row['per_layer_vs_whole']:.3f}x",
+        ]
+        for row in data["rows"]
+    ]
+    header = ["tokens", "eager, ms", "whole stack compiled, ms", "each layer compiled, ms",
+              "each layer / whole"]  # fmt: skip
     return _table(header, rows)
 
 
@@ -491,6 +508,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "program_batching": _program_batching,
     "layer_call_cost": _layer_call_cost,
     "executor_core": _executor_core,
+    "compile_boundaries": _compile_boundaries,
     "predictor_overhead": _predictor_overhead,
     "search_speed": _search_speed,
     "search": _oracle_study,

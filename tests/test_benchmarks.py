@@ -129,6 +129,26 @@ def test_executor_core_benchmark_quick(tmp_path):
     assert list(tmp_path.glob("executor_core_*.json")) and list(tmp_path.glob("*.png"))
 
 
+def test_compile_boundaries_benchmark_quick(tmp_path):
+    import torch
+
+    compile_boundaries, executor_core = _load("compile_boundaries"), _load("executor_core")
+    model = executor_core.ToyDecoder(3, 32, 64, torch.device("cpu"), torch.float32)
+    forwards = compile_boundaries.forwards(model)
+    hidden = torch.randn(5, 32)
+    with torch.inference_mode():
+        eager = forwards["eager"](hidden, torch.zeros_like(hidden))
+        # each layer's graph runs that layer's weights (one code object per layer)
+        for name in ("whole", "per_layer"):
+            compiled = forwards[name](hidden, torch.zeros_like(hidden))
+            for got, want in zip(compiled, eager, strict=True):
+                torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    assert compile_boundaries.main(["--quick", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "compile_boundaries_quick.json").read_text())["rows"]
+    assert [row["tokens"] for row in rows] == [1, 16, 64, 256]
+    assert all(row["whole_ms"] > 0 and row["per_layer_vs_whole"] > 0 for row in rows)
+
+
 def test_executor_graphs_benchmark_quick(tmp_path):
     executor_graphs = _load("executor_graphs")
     assert executor_graphs.main(["--quick", "--out", str(tmp_path)]) == 0
