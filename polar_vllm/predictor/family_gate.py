@@ -59,7 +59,7 @@ def choose_word_fallback(
     """
     names = list(dict.fromkeys(families))
     rows = [torch.tensor([f == name for f in families]) for name in names]
-    best: tuple[int, int, int, int] | None = None  # (gained, count, -candidate, candidate)
+    best: tuple[int, int, int] | None = None  # (gained, count, -candidate): larger is better
     for candidate in range(correct.shape[1]):
         if candidate == full_index:
             continue
@@ -68,10 +68,10 @@ def choose_word_fallback(
             moved = gain * (words >= count)
             if min(float(moved[r].sum()) for r in rows) < 0:
                 continue
-            key = (round(float(moved.sum())), int(count), -candidate, candidate)
-            if key[0] > 0 and (best is None or key[:3] > best[:3]):
+            key = (round(float(moved.sum())), int(count), -candidate)
+            if key[0] > 0 and (best is None or key > best):
                 best = key
-    return None if best is None else (best[3], best[1])
+    return None if best is None else (-best[2], best[1])
 
 
 @dataclass(frozen=True)
