@@ -24,6 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from polar_vllm.compat.engine_environment import reread_environment
 from polar_vllm.data import build_prompt, generate_problems
 from polar_vllm.program import Program, format_program, full_program
 from polar_vllm.program.families import homogeneous_program, random_polar_programs
@@ -246,6 +247,7 @@ def start_engine(settings: dict[str, Any]) -> StartedEngine:
     atexit.register(shutil.rmtree, cache_root, ignore_errors=True)
     os.environ["VLLM_CACHE_ROOT"] = str(cache_root / "vllm")
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_root / "inductor")
+    reread_environment()  # an engine that ran in this process froze vLLM's view of it
     start = time.perf_counter()
     llm = LLM(**settings)
     return StartedEngine(llm, time.perf_counter() - start)

@@ -58,6 +58,7 @@ from harness import (
 )
 from tqdm import tqdm
 
+from polar_vllm.compat.shutdown import shutdown_engine
 from polar_vllm.engine.config import PolarConfig
 from polar_vllm.models.bundled import BUNDLED_MODELS, prepare_model
 from polar_vllm.predictor import load_predictor
@@ -296,37 +297,41 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for r in range(-args.warmup, args.repeats)
     ]
     measurements: list[Measurement] = []
-    for workload, batch_size, repeat in tqdm(plan, desc="throughput", unit="round"):
-        prompts, questions = workload_prompts(workload, tokenizer, batch_size, args.seed)
-        prompt_tokens = statistics.fmean(len(tokenizer(p).input_ids) for p in prompts)
-        tokens_per_request = prompt_tokens + args.max_tokens
-        variants = [*(name for name in started if name != "polar"), *args.programs]
-        if repeat % 2:
-            variants.reverse()  # alternate the order between repeats
-        for variant in variants:
-            is_stock = variant in started
-            engine = started[variant if is_stock else "polar"].llm
-            programs = (
-                None if is_stock else program_set(variant, depth, questions, args.seed, sources)
-            )
-            seconds, tokens, ttft = run_once(engine, prompts, programs, args.max_tokens)
-            if repeat < 0:
-                continue
-            executed = depth if programs is None else statistics.fmean(map(len, programs))
-            kv_slots_used = slots[STOCK] if is_stock else slots["polar"]
-            measurements.append(
-                Measurement(
-                    workload,
-                    batch_size,
-                    variant,
-                    repeat,
-                    seconds,
-                    tokens,
-                    ttft,
-                    executed,
-                    kv_slots_used * bytes_per_slot_token * tokens_per_request,
+    try:
+        for workload, batch_size, repeat in tqdm(plan, desc="throughput", unit="round"):
+            prompts, questions = workload_prompts(workload, tokenizer, batch_size, args.seed)
+            prompt_tokens = statistics.fmean(len(tokenizer(p).input_ids) for p in prompts)
+            tokens_per_request = prompt_tokens + args.max_tokens
+            variants = [*(name for name in started if name != "polar"), *args.programs]
+            if repeat % 2:
+                variants.reverse()  # alternate the order between repeats
+            for variant in variants:
+                is_stock = variant in started
+                engine = started[variant if is_stock else "polar"].llm
+                programs = (
+                    None if is_stock else program_set(variant, depth, questions, args.seed, sources)
                 )
-            )
+                seconds, tokens, ttft = run_once(engine, prompts, programs, args.max_tokens)
+                if repeat < 0:
+                    continue
+                executed = depth if programs is None else statistics.fmean(map(len, programs))
+                kv_slots_used = slots[STOCK] if is_stock else slots["polar"]
+                measurements.append(
+                    Measurement(
+                        workload,
+                        batch_size,
+                        variant,
+                        repeat,
+                        seconds,
+                        tokens,
+                        ttft,
+                        executed,
+                        kv_slots_used * bytes_per_slot_token * tokens_per_request,
+                    )
+                )
+    finally:
+        for engine in started.values():  # now, not at exit: engines may share this process
+            shutdown_engine(engine.llm)
     rows = summarize(measurements)
     tag = args.tag or run_device()
     results = {

@@ -1,7 +1,9 @@
 """Shared fixtures: the bundled model, its transformers reference, and vLLM engines.
 
-Engines are expensive on CPU (about 30-50 s to start), so each is created once per module or
-session and shut down explicitly."""
+Engines are expensive on CPU (30-50 s to start in vLLM's default layout, minutes to compile),
+so each is created once per module or session and shut down explicitly. The session's engines
+run in processes of their own; a module's engine that lives alone runs in the test process
+(``vllm_engine(..., in_process=True)``), which saves the engine and worker processes' start."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,18 +113,37 @@ def vllm_server(model: str, *flags: str, timeout: float = 300) -> Iterator[str]:
         yield server.url
 
 
+def failed_starts(model: str, *flag_sets: Sequence[str], timeout: float = 300) -> list[str]:
+    """Run one ``vllm serve`` per flag set, all at once (each spends its time importing vLLM
+    on a core of its own), expecting each to refuse to start; their outputs, in order."""
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
+    processes = [
+        subprocess.Popen(
+            serve_command(model, free_port(), *flags),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        for flags in flag_sets
+    ]
+    outputs = []
+    try:
+        for flags, process in zip(flag_sets, processes, strict=True):
+            output, _ = process.communicate(timeout=timeout)
+            if process.returncode == 0:
+                raise AssertionError(f"vllm serve {flags} started although it should have refused")
+            outputs.append(output)
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
+    return outputs
+
+
 def failed_start(model: str, *flags: str, timeout: float = 300) -> str:
     """Run ``vllm serve`` expecting it to refuse to start; returns its output."""
-    completed = subprocess.run(
-        serve_command(model, free_port(), *flags),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"},
-    )
-    if completed.returncode == 0:
-        raise AssertionError("vllm serve started although it should have refused")
-    return completed.stdout + completed.stderr
+    return failed_starts(model, flags, timeout=timeout)[0]
 
 
 def post_json(url: str, body: dict, api_key: str | None = None) -> tuple[int, dict]:

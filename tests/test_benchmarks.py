@@ -7,16 +7,28 @@ import importlib
 import itertools
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
+from polar_vllm.compat.engine_environment import engine_process
 from polar_vllm.predictor import init_random_predictor
 from polar_vllm.search import write_label_records
 from polar_vllm.search.labels import LabelRecord
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.fixture
+def in_process_engines() -> Iterator[None]:
+    """The benchmark's engines start in this process: nothing is timed here, and spawning
+    vLLM's engine and worker processes would cost more than the short run itself. Only for
+    benchmarks that shut every engine down before they return, none while another still runs
+    (see ``engine_checks.vllm_engine``)."""
+    with engine_process(in_process=True):
+        yield
 
 
 def _load(name: str) -> ModuleType:
@@ -45,6 +57,7 @@ def _check_throughput_results(results: dict, batch_sizes: list[int], variants: s
     assert results["kv_slots"] == {"stock": 30, "polar": 60}
 
 
+@pytest.mark.usefixtures("in_process_engines")
 def test_throughput_benchmark_quick(tmp_path):
     throughput = _load("throughput")
     labels = tmp_path / "labels.jsonl"
@@ -75,6 +88,7 @@ def test_throughput_benchmark_issue_sizes(tmp_path):
     _check_throughput_results(results, [1, 16, 64], {"full", "h75", "mixed"})
 
 
+@pytest.mark.usefixtures("in_process_engines")
 def test_program_batching_benchmark_quick(tmp_path):
     program_batching = _load("program_batching")
     argv = ["--quick", "--max-delay-s", "5", "--results-dir", str(tmp_path)]
@@ -159,6 +173,7 @@ def test_executor_graphs_benchmark_quick(tmp_path):
     assert all(row["time_ms"] > 0 for row in rows)
 
 
+@pytest.mark.usefixtures("in_process_engines")
 def test_predictor_overhead_benchmark_quick(tmp_path):
     predictor_overhead = _load("predictor_overhead")
     argv = ["--batch-sizes", "1,2", "--repeats", "1", "--engine-repeats", "1"]
@@ -208,6 +223,7 @@ def test_layer_call_cost_interpolates_and_extends_measured_costs():
     assert [cost(1), cost(6), cost(8), cost(16)] == pytest.approx([1.0, 1.5, 2.0, 4.0])
 
 
+@pytest.mark.usefixtures("in_process_engines")
 def test_layer_call_cost_benchmark_quick(tmp_path):
     layer_call_cost = _load("layer_call_cost")
     results = layer_call_cost.main(["--quick", "--results-dir", str(tmp_path)])

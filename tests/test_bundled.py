@@ -1,11 +1,8 @@
 """Bundled model preparation and the stock vLLM engine on the bundled model."""
 
-import os
 import shutil
 
 import pytest
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from polar_vllm.executor.reference import generate_greedy
 from polar_vllm.models.bundled import is_complete, model_dir, prepare_model
@@ -36,18 +33,15 @@ def test_unknown_model_is_named():
         prepare_model("nope")
 
 
-def test_stock_vllm_matches_reference_full_program():
-    from vllm import LLM, SamplingParams
+def test_stock_vllm_matches_reference_full_program(stock_llm, reference_model, tokenizer):
+    from vllm import SamplingParams
 
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    directory = str(prepare_model("smollm2-135m"))
     prompts = ["The capital of France is", "Tom has 7 apples and buys 5 more. Now he has"]
-    llm = LLM(model=directory, enforce_eager=True, dtype="float32", max_model_len=256)
-    outputs = llm.generate(prompts, SamplingParams(max_tokens=10, temperature=0))
-    tokenizer = AutoTokenizer.from_pretrained(directory)
-    model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
-    program = full_program(model.config.num_hidden_layers)
+    outputs = stock_llm.generate(prompts, SamplingParams(max_tokens=10, temperature=0))
+    program = full_program(reference_model.config.num_hidden_layers)
     for output in outputs:
         expected = list(output.outputs[0].token_ids)
-        got = generate_greedy(model, output.prompt_token_ids, program, 10, tokenizer.eos_token_id)
+        got = generate_greedy(
+            reference_model, output.prompt_token_ids, program, 10, tokenizer.eos_token_id
+        )
         assert got == expected

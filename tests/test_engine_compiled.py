@@ -47,6 +47,7 @@ def compiled_llm(smollm2_dir: str) -> Iterator[Any]:
     """PoLar on SmolLM2 in vLLM's default mode (compiled), with small chunks and KV cache."""
     with vllm_engine(
         smollm2_dir,
+        in_process=True,
         enforce_eager=False,
         additional_config={"polar": {}},
         **SCHEDULING_FEATURES,

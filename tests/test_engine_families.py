@@ -64,16 +64,9 @@ def reference(family_dir: str) -> Any:
 
 
 @pytest.fixture(scope="module")
-def in_process() -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        yield
-
-
-@pytest.fixture(scope="module")
-def stock_tokens(family_dir: str, in_process: None) -> list[list[int]]:
+def stock_tokens(family_dir: str) -> list[list[int]]:
     """Stock vLLM's greedy tokens for :data:`PROMPTS` (its engine is shut down after)."""
-    with vllm_engine(family_dir, **ENGINE_SETTINGS) as llm:
+    with vllm_engine(family_dir, in_process=True, **ENGINE_SETTINGS) as llm:
         outputs = generate(llm, [(prompt, None) for prompt in PROMPTS], MAX_TOKENS)
     return [list(output.outputs[0].token_ids) for output in outputs]
 
@@ -81,8 +74,24 @@ def stock_tokens(family_dir: str, in_process: None) -> list[list[int]]:
 @pytest.fixture(scope="module")
 def family_llm(family_dir: str, stock_tokens: list[list[int]]) -> Iterator[Any]:
     """PoLar vLLM on the family's tiny model, default settings (every layer may run twice)."""
-    with vllm_engine(family_dir, additional_config={"polar": {}}, **ENGINE_SETTINGS) as llm:
+    with vllm_engine(
+        family_dir, in_process=True, additional_config={"polar": {}}, **ENGINE_SETTINGS
+    ) as llm:
         yield llm
+
+
+def test_kv_group_layers_mixing_attention_types_is_refused(tmp_path, smollm2_dir):
+    """Gemma 3's layers alternate sliding, sliding, global: groups of 2 layers would put a
+    global and a sliding-window layer in one KV-cache group, which the allocator cannot
+    honour, so the engine refuses to start, naming the setting. It runs first, while no
+    other engine runs in this process (see ``engine_checks.vllm_engine``)."""
+    directory = str(build_tiny_model("gemma3", tmp_path / "gemma3", Path(smollm2_dir)))
+    polar = {"polar": {"kv_group_layers": 2}}
+    with (
+        pytest.raises(Exception, match=r"kv_group_layers=2 puts layers \[2, 3\]"),
+        vllm_engine(directory, in_process=True, additional_config=polar, **ENGINE_SETTINGS),
+    ):
+        pass
 
 
 def _slot_windows(model: Any) -> dict[str, Any]:
@@ -181,16 +190,3 @@ def test_bad_program_fails_alone(family_llm):
     finished = finish_requests(engine)
     assert sorted(finished) == sorted(good)
     assert all(len(output.outputs[0].token_ids) == 6 for output in finished.values())
-
-
-def test_kv_group_layers_mixing_attention_types_is_refused(tmp_path, smollm2_dir, in_process):
-    """Gemma 3's layers alternate sliding, sliding, global: groups of 2 layers would put a
-    global and a sliding-window layer in one KV-cache group, which the allocator cannot
-    honour, so the engine refuses to start, naming the setting."""
-    directory = str(build_tiny_model("gemma3", tmp_path / "gemma3", Path(smollm2_dir)))
-    polar = {"polar": {"kv_group_layers": 2}}
-    with (
-        pytest.raises(Exception, match=r"kv_group_layers=2 puts layers \[2, 3\]"),
-        vllm_engine(directory, additional_config=polar, **ENGINE_SETTINGS),
-    ):
-        pass

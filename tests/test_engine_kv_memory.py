@@ -34,10 +34,10 @@ def kv_llm(smollm2_dir: str) -> Iterator[Any]:
     """An in-process engine (the scheduler is reachable) with a KV budget of
     :data:`POOL_BLOCKS` one-layer blocks and prefix caching."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         patch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)  # it overrides the byte budget
         with vllm_engine(
             smollm2_dir,
+            in_process=True,
             max_model_len=128,
             additional_config={"polar": {}},
             enable_prefix_caching=True,

@@ -42,6 +42,7 @@ def scheduling_llm(smollm2_dir: str) -> Iterator[Any]:
     it reorders)."""
     with vllm_engine(
         smollm2_dir,
+        in_process=True,
         additional_config={
             "polar": {
                 "loop_layers": LOOP_LAYERS,

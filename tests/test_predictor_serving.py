@@ -13,7 +13,7 @@ import openai
 import pytest
 import yaml
 from engine_checks import generate, vllm_engine
-from server_process import failed_start, polar_metrics, post_json, vllm_server
+from server_process import failed_starts, polar_metrics, post_json, vllm_server
 from vllm import SamplingParams
 
 from polar_vllm import polar_program
@@ -49,7 +49,7 @@ def expected_programs(predictor_dir: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def predictor_llm(smollm2_dir: str, predictor_dir: Path) -> Iterator[Any]:
     config = {"polar": {"predictor": str(predictor_dir)}}
-    with vllm_engine(smollm2_dir, additional_config=config) as llm:
+    with vllm_engine(smollm2_dir, in_process=True, additional_config=config) as llm:
         yield llm
 
 
@@ -162,22 +162,22 @@ def test_server_runs_predicted_programs(server, polar_llm, expected_programs):
     assert delta["polar_predictor_latency_seconds_count"] >= 1
 
 
-def test_server_refuses_corrupt_predictor(smollm2_dir, predictor_dir, tmp_path):
+def test_server_refuses_corrupt_predictor_or_one_of_another_model(
+    smollm2_dir, predictor_dir, tmp_path
+):
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
     (corrupt / "config.yaml").write_text((predictor_dir / "config.yaml").read_text())
     (corrupt / "model.safetensors").write_bytes(b"not a safetensors file")
-    output = failed_start(smollm2_dir, "--polar-predictor", str(corrupt))
-    assert "unreadable" in output and "model.safetensors" in output
-
-
-def test_server_refuses_predictor_of_another_model(smollm2_dir, tmp_path):
     other = init_random_predictor(tmp_path / "qwen", "qwen2.5-coder-0.5b", 24)
-    output = failed_start(smollm2_dir, "--polar-predictor", str(other))
-    assert "depth 24" in output and "depth 30" in output
     renamed = init_random_predictor(tmp_path / "renamed", "smollm2-135m", 30)
     config = yaml.safe_load((renamed / "config.yaml").read_text())
     config["model"] = "llama-3.2-3b"
     (renamed / "config.yaml").write_text(yaml.safe_dump(config))
-    output = failed_start(smollm2_dir, "--polar-predictor", str(renamed))
-    assert "targets model 'llama-3.2-3b'" in output
+    corrupt_output, other_output, renamed_output = failed_starts(
+        smollm2_dir,
+        *(["--polar-predictor", str(directory)] for directory in (corrupt, other, renamed)),
+    )
+    assert "unreadable" in corrupt_output and "model.safetensors" in corrupt_output
+    assert "depth 24" in other_output and "depth 30" in other_output
+    assert "targets model 'llama-3.2-3b'" in renamed_output

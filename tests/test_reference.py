@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from polar_vllm.executor.reference import generate_greedy, program_logits
+from polar_vllm.executor.reference import generate_greedy, greedy_choices, program_logits
 from polar_vllm.models.bundled import prepare_model
 from polar_vllm.program import ProgramError, full_program, parse_program
 
@@ -60,3 +60,16 @@ def test_reference_rejects_bad_program(model_and_tokenizer):
     model, _ = model_and_tokenizer
     with pytest.raises(ProgramError, match="depth 30"):
         generate_greedy(model, [1, 2, 3], [0, 30], 2)
+
+
+def test_greedy_choices_give_the_greedy_run_in_one_recompute(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    program = parse_program("0-9,8-9,10-29", model.config.num_hidden_layers)
+    prompt = tokenizer(PROMPTS[2]).input_ids
+    generated = generate_greedy(model, prompt, program, 8, tokenizer.eos_token_id)
+    assert greedy_choices(model, prompt, generated, program) == generated
+    # A wrong token is caught where it stands; later positions are judged on its prefix.
+    wrong = [*generated[:3], (generated[3] + 1) % model.config.vocab_size, *generated[4:]]
+    choices = greedy_choices(model, prompt, wrong, program)
+    assert choices[:4] == generated[:4] and choices[3] != wrong[3]
+    assert greedy_choices(model, prompt, [], program) == []

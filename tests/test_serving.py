@@ -1,17 +1,20 @@
 """``vllm serve --polar`` on loopback with the official ``openai`` client: chat, completions,
 streaming, concurrent requests with different programs, the program route, metrics, bad
-input, and a bounded load test. Offline results come from the session's PoLar engine."""
+input, a bounded load test, and, last, the server's exit when its engine dies. Offline
+results come from the session's PoLar engine."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import openai
+import psutil
 import pytest
 from engine_checks import generate
-from server_process import failed_start, polar_metrics, post_json, vllm_server
+from server_process import ServerProcess, failed_start, polar_metrics, post_json, server_process
 
 PROGRAMS = ("full", "0-9,8-9,10-29", "0-4,8-13,16-21,24-29", "", "0-29,0-29", "0-14,10-29")
 PROMPTS = ("The capital of France is", "Tom has 7 apples and buys 5 more. Now he has")
@@ -19,10 +22,16 @@ MAX_TOKENS = 8
 
 
 @pytest.fixture(scope="module")
-def server(smollm2_dir: str) -> Iterator[str]:
+def running_server(smollm2_dir: str) -> Iterator[ServerProcess]:
     """``vllm serve SmolLM2 --polar`` (float32)."""
-    with vllm_server(smollm2_dir, "--polar") as url:
-        yield url
+    with server_process(smollm2_dir, "--polar") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def server(running_server: ServerProcess) -> str:
+    """The server's base URL."""
+    return running_server.url
 
 
 @pytest.fixture(scope="module")
@@ -185,3 +194,37 @@ def test_load_200_concurrent_mixed_programs(client, model_name):
 def test_server_refuses_missing_predictor_directory(smollm2_dir, tmp_path):
     output = failed_start(smollm2_dir, "--polar-predictor", str(tmp_path / "missing"))
     assert "predictor directory" in output and "does not exist" in output
+
+
+def _engine_core(server_pid: int) -> psutil.Process:
+    found = [
+        child
+        for child in psutil.Process(server_pid).children(recursive=True)
+        if "EngineCore" in " ".join(child.cmdline())
+    ]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_server_exits_nonzero_without_orphans_when_its_engine_dies(
+    running_server, client, model_name
+):
+    """Runs last: it kills the module's server. The engine-core process is killed while the
+    server is up (SIGKILL, as the kernel's out-of-memory killer would); the server must exit
+    with a non-zero status and leave no process of its session behind."""
+    reply = client.completions.create(model=model_name, prompt="Hi", max_tokens=2)
+    assert reply.usage.completion_tokens == 2
+    assert len(running_server.session_processes()) >= 3  # server, engine core, worker
+
+    killed_at = time.monotonic()
+    _engine_core(running_server.process.pid).kill()
+    returncode = running_server.process.wait(timeout=120)
+    exited_after = time.monotonic() - killed_at
+    deadline = time.monotonic() + 30
+    while (left := running_server.session_processes()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert returncode == 1, f"exit status {returncode} after {exited_after:.1f} s"
+    log = running_server.log_path.read_text()
+    assert "the server exits with status 1" in log  # PoLar's exit, not a crash
+    assert "\nTraceback" not in log
+    assert left == [], [psutil.Process(pid).cmdline() for pid in left]

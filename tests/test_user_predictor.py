@@ -13,6 +13,7 @@ from engine_checks import generate, vllm_engine
 
 from polar_vllm import polar_program
 from polar_vllm.cli.main import main
+from polar_vllm.compat.engine_environment import engine_process
 from polar_vllm.predictor import load_predictor, predict_programs
 from polar_vllm.program import format_program
 from polar_vllm.search.labels import read_label_records
@@ -45,7 +46,8 @@ def test_jsonl_to_served_predictor(tmp_path: Path, smollm2_dir: str, polar_llm) 
         "output_dir": str(tmp_path / "labels"),
     }
     (tmp_path / "dense.yaml").write_text(yaml.safe_dump(search))
-    main(["search", "--config", str(tmp_path / "dense.yaml"), "--no-progress"])
+    with engine_process(in_process=True):  # the search's engine: no processes to spawn
+        main(["search", "--config", str(tmp_path / "dense.yaml"), "--no-progress"])
     records = read_label_records([tmp_path / "labels" / "labels.jsonl"])
     assert [r.question for r in records] == [q for q, _ in QUESTIONS]  # unlevelled: all taken
     assert [format_program(p) for p, _ in records[0].evaluated] == ["0-29", *CANDIDATES]
@@ -73,7 +75,7 @@ def test_jsonl_to_served_predictor(tmp_path: Path, smollm2_dir: str, polar_llm) 
     expected = [format_program(r[0]) for r in predict_programs(predictor, questions, top_k=1)]
 
     config = {"polar": {"predictor": str(tmp_path / "predictor")}}
-    with vllm_engine(smollm2_dir, additional_config=config) as served:
+    with vllm_engine(smollm2_dir, in_process=True, additional_config=config) as served:
         for question, program in zip(questions, expected, strict=True):
             resolved = polar_program(served, question)
             assert (resolved.text, resolved.source) == (program, "predictor")

@@ -125,3 +125,29 @@ def generate_greedy(
             break
         ids = torch.cat([ids, torch.tensor([[next_token]], device=device)], dim=1)
     return generated
+
+
+@torch.no_grad()
+def greedy_choices(
+    model: torch.nn.Module,
+    prompt_ids: Sequence[int],
+    generated_ids: Sequence[int],
+    program: Sequence[int],
+    max_passes: int = 2,
+) -> list[int]:
+    """The greedy token ``program`` chooses at each position of ``generated_ids``, given
+    ``prompt_ids`` and the generated tokens before that position.
+
+    One recompute of the whole sequence instead of one per token: the reference is causal,
+    so position ``t``'s logits see only the tokens before it. Where every choice equals its
+    generated token (and the tokens end at EOS or at the length asked for),
+    :func:`generate_greedy` would have generated exactly ``generated_ids``."""
+    if not generated_ids:
+        return []
+    depth = len(_decoder(model).layers)
+    checked = validate_program(program, depth, max_passes)
+    device = next(model.parameters()).device
+    # The last generated token is an output only: no position after it is checked.
+    ids = torch.tensor([[*prompt_ids, *generated_ids[:-1]]], device=device)
+    logits = program_logits(model, ids, checked)[0, len(prompt_ids) - 1 :]
+    return logits.argmax(dim=-1).tolist()
