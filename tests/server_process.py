@@ -114,8 +114,17 @@ def vllm_server(model: str, *flags: str, timeout: float = 300) -> Iterator[str]:
 
 
 def failed_starts(model: str, *flag_sets: Sequence[str], timeout: float = 300) -> list[str]:
-    """Run one ``vllm serve`` per flag set, all at once (each spends its time importing vLLM
-    on a core of its own), expecting each to refuse to start; their outputs, in order."""
+    """Run one ``vllm serve`` per flag set, as many at once as there are cores (each spends its
+    time importing vLLM on a core of its own), expecting each to refuse to start; their
+    outputs, in order."""
+    at_once = max(1, len(os.sched_getaffinity(0)))
+    outputs = []
+    for start in range(0, len(flag_sets), at_once):
+        outputs += _refused_starts(model, flag_sets[start : start + at_once], timeout)
+    return outputs
+
+
+def _refused_starts(model: str, flag_sets: Sequence[Sequence[str]], timeout: float) -> list[str]:
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
     processes = [
         subprocess.Popen(
