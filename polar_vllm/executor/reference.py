@@ -103,6 +103,11 @@ def program_logits(
     return logits
 
 
+def _checked_program(model: torch.nn.Module, program: Sequence[int], max_passes: int) -> Program:
+    """``program`` validated against the depth of ``model``'s decoder stack."""
+    return validate_program(program, len(_decoder(model).layers), max_passes)
+
+
 @torch.no_grad()
 def generate_greedy(
     model: torch.nn.Module,
@@ -113,8 +118,7 @@ def generate_greedy(
     max_passes: int = 2,
 ) -> list[int]:
     """Greedy tokens generated after ``prompt_ids`` with every step running ``program``."""
-    depth = len(_decoder(model).layers)
-    checked = validate_program(program, depth, max_passes)
+    checked = _checked_program(model, program, max_passes)
     device = next(model.parameters()).device
     ids = torch.tensor([list(prompt_ids)], device=device)
     generated: list[int] = []
@@ -144,8 +148,7 @@ def greedy_choices(
     :func:`generate_greedy` would have generated exactly ``generated_ids``."""
     if not generated_ids:
         return []
-    depth = len(_decoder(model).layers)
-    checked = validate_program(program, depth, max_passes)
+    checked = _checked_program(model, program, max_passes)
     device = next(model.parameters()).device
     # The last generated token is an output only: no position after it is checked.
     ids = torch.tensor([[*prompt_ids, *generated_ids[:-1]]], device=device)
